@@ -1,0 +1,146 @@
+"""The HTTP face of the service (Flask): thin routes that delegate to `HookService`.
+
+Every error answer is a FHIR OperationOutcome; no stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from cds_service.config import Settings, load_settings
+from cds_service.errors import CdsError, Issue, bad_request, operation_outcome
+from cds_service.evaluate import Clock, HookService, utc_now
+from cds_service.logs import log_call
+from cds_service.protocol.auth import Caller, anonymous_caller
+
+logger = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+def _json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON, headers=headers)
+
+
+def _read_json_body():
+    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw:
+        raise bad_request("The request body is empty; a CDS Hooks request is a JSON object.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise bad_request("The request body is not valid JSON.", code="structure") from None
+
+
+def create_app(settings: Settings | None = None, *, hook_service: HookService | None = None, clock: Clock | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    service = hook_service or HookService(settings, clock=clock or utc_now)
+    app.extensions["denosumab_cds"] = service
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
+    verifier = None
+    if settings.require_jwt:
+        from cds_service.protocol.jwt_auth import JwtVerifier
+
+        verifier = JwtVerifier(settings)
+    app.extensions["denosumab_cds_jwt"] = verifier
+
+    def authenticate() -> Caller:
+        if verifier is None:
+            return anonymous_caller(settings)
+        audience = f"{settings.public_base_url}{request.path}"
+        return verifier.verify(request.headers.get("Authorization"), audience)
+
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.get("/cds-services")
+    def discovery():
+        authenticate()
+        return _json_response(service.discovery())
+
+    @app.post("/cds-services/<service_id>")
+    def hook_call(service_id: str):
+        g.service_id = service_id
+        caller = authenticate()
+        service.service(service_id)  # 404 before reading a body for a service that does not exist
+        outcome = service.evaluate(service_id, _read_json_body(), caller)
+        g.outcome = outcome
+        headers = {"X-Skipped-Resources": str(len(outcome.skipped))} if outcome.skipped else None
+        return _json_response(outcome.response, headers=headers)
+
+    @app.errorhandler(CdsError)
+    def cds_error(error: CdsError):
+        g.error = str(error)
+        return _json_response(error.body(), error.status, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if isinstance(error, RequestEntityTooLarge):
+            message = f"The request body is larger than {settings.max_body_bytes} bytes."
+            issue = Issue(message, code="too-costly")
+        elif error.code == 404:
+            issue = Issue(f"No such endpoint: {request.method} {request.path}", code="not-found")
+        elif error.code == 405:
+            issue = Issue(f"{request.method} is not allowed on {request.path}", code="not-supported")
+        else:
+            issue = Issue(error.description or error.name, code="processing")
+        headers = {"Allow": ", ".join(error.valid_methods)} if getattr(error, "valid_methods", None) else None
+        return _json_response(operation_outcome([issue]), error.code or 500, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        # Our bug: log the type and where, never the input; the client gets a generic outcome.
+        logger.error("unhandled error in %s", request.path, exc_info=(type(error), error, None))
+        g.error = type(error).__name__
+        return _json_response(
+            operation_outcome([Issue("Internal error; the service log has the details.", code="exception", severity="fatal")]),
+            500,
+        )
+
+    @app.after_request
+    def access_log(response: Response):
+        if request.method == "OPTIONS":
+            return response
+        outcome = g.get("outcome")
+        fields = {
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
+        }
+        if g.get("service_id") is not None:
+            fields["service"] = g.service_id
+        if outcome is not None:
+            fields.update(
+                hookInstance=outcome.request.hook_instance,
+                fhir_fetches=outcome.fhir_requests,
+                topics=outcome.topics,
+                skipped_resources=len(outcome.skipped),
+                skipped=[s.description for s in outcome.skipped[:10]],
+                unavailable=list(outcome.unavailable),
+            )
+        if g.get("error"):
+            fields["error"] = g.error
+        log_call(**fields)
+        return response
+
+    if settings.trial_mode:
+        logger.warning(
+            "LOCAL TRIAL MODE: no configuration file, so no JWT is checked and no FHIR server is "
+            "contacted. Do not expose this to a network; pass --config for production."
+        )
+    return app

@@ -1,0 +1,72 @@
+"""The one place a CDS Hooks 2.0 card is made: uuids, source with topic, citation, override
+reasons, ordering (critical, warning, info) and at most one card per topic."""
+
+from __future__ import annotations
+
+import uuid
+
+from cds_service.cards.model import INDICATOR_ORDER, Finding
+from cds_service.cards.validate import validate_response
+from cds_service.knowledge import Knowledge
+
+SERVICE_LABEL = "Denosumab CDS"
+# Stable identifiers of the project's own code systems (documented in README.md).
+TOPIC_SYSTEM = "https://denosumab-cds.org/fhir/CodeSystem/card-topic"
+OVERRIDE_REASON_SYSTEM = "https://denosumab-cds.org/fhir/CodeSystem/override-reason"
+
+
+def _action_json(action) -> dict:
+    out = {"type": action.type, "description": action.description}
+    if action.resource is not None:
+        out["resource"] = action.resource
+    if action.resource_id is not None:
+        out["resourceId"] = action.resource_id
+    return out
+
+
+def card_from_finding(finding: Finding, kb: Knowledge) -> dict:
+    topic = kb.topics[finding.topic]
+    source = {
+        "label": SERVICE_LABEL,
+        "topic": {"system": TOPIC_SYSTEM, "code": topic.code, "display": topic.display},
+    }
+    if topic.source_url:
+        source["url"] = topic.source_url
+    card = {
+        "uuid": str(uuid.uuid4()),
+        "summary": finding.summary,
+        "indicator": finding.indicator,
+        "detail": f"{finding.detail.rstrip()}\n\n*Source:* {topic.citation}",
+        "source": source,
+    }
+    if finding.suggestions:
+        card["suggestions"] = []
+        for suggestion in finding.suggestions:
+            entry = {"label": suggestion.label, "uuid": str(uuid.uuid4())}
+            if suggestion.is_recommended:
+                entry["isRecommended"] = True
+            if suggestion.actions:
+                entry["actions"] = [_action_json(action) for action in suggestion.actions]
+            card["suggestions"].append(entry)
+        card["selectionBehavior"] = finding.selection_behavior
+    if topic.override_reasons:
+        card["overrideReasons"] = [
+            {"system": OVERRIDE_REASON_SYSTEM, "code": reason.code, "display": reason.display}
+            for reason in topic.override_reasons
+        ]
+    if finding.links:
+        card["links"] = [{"label": link.label, "url": link.url, "type": link.type} for link in finding.links]
+    return card
+
+
+def build_response(findings: list[Finding], kb: Knowledge) -> dict:
+    """Cards ordered critical, warning, info; one per topic (the most severe wins)."""
+    best: dict[str, Finding] = {}
+    for finding in findings:
+        current = best.get(finding.topic)
+        if current is None or INDICATOR_ORDER[finding.indicator] < INDICATOR_ORDER[current.indicator]:
+            best[finding.topic] = finding
+    ordered = sorted(best.values(), key=lambda f: (INDICATOR_ORDER[f.indicator], f.topic))
+    response = {"cards": [card_from_finding(finding, kb) for finding in ordered]}
+    validate_response(response)
+    return response

@@ -1,0 +1,116 @@
+"""`denosumab-cds`: serve the service, or check one saved hook request offline."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cds_service.config import ConfigError, load_settings
+from cds_service.errors import CdsError
+from cds_service.logs import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def _serve(args) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from cds_service.app import create_app
+
+    settings = load_settings(args.config)
+    overrides = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.workers:
+        overrides["workers"] = args.workers
+    settings = settings.with_overrides(**overrides)
+    if settings.trial_mode and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.error("trial mode (no --config) listens on 127.0.0.1 only; give a configuration file to bind %s", settings.host)
+        return 2
+    app = create_app(settings)  # built before forking: models, knowledge and rules load once
+
+    def post_fork(_server, _worker):
+        # Freeze the start-up heap so request-time garbage collections skip the large import graph.
+        gc.freeze()
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{settings.host}:{settings.port}")
+            self.cfg.set("workers", settings.workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("timeout", 30)
+            self.cfg.set("accesslog", None)  # our own JSON line per call replaces it (no query strings)
+            self.cfg.set("post_fork", post_fork)
+
+        def load(self):
+            return app
+
+    Server().run()
+    return 0
+
+
+def _check(args) -> int:
+    from cds_service.evaluate import HookService
+    from cds_service.protocol.auth import anonymous_caller
+
+    settings = load_settings(args.config)
+    document = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    # A fixture file wraps the request with its expectations; a plain hook request is used as is.
+    body = document.get("request", document) if isinstance(document, dict) else document
+    service_id = args.service or (document.get("service") if isinstance(document, dict) else None) or body.get("hook")
+    as_of = datetime.fromisoformat(args.as_of).astimezone(timezone.utc) if args.as_of else None
+    if as_of is None and isinstance(document, dict) and isinstance(document.get("asOf"), str) and args.fixture_time:
+        as_of = datetime.fromisoformat(document["asOf"]).astimezone(timezone.utc)
+    service = HookService(settings, clock=(lambda: as_of) if as_of else HookService.clock)
+    try:
+        outcome = service.evaluate(service_id, body, anonymous_caller(settings))
+    except CdsError as error:
+        json.dump(error.body(), sys.stdout, indent=2)
+        print()
+        return 1
+    for skipped in outcome.skipped:
+        print(f"skipped ({skipped.where}): {skipped.description}", file=sys.stderr)
+    json.dump(outcome.response, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the CDS Hooks service under gunicorn")
+    serve.add_argument("--config", help="TOML configuration file (default: $DENOSUMAB_CDS_CONFIG, else local trial mode)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(handler=_serve)
+    check = commands.add_parser("check", help="evaluate one saved hook request and print the CDS Hooks response")
+    check.add_argument("request", help="hook request JSON (or a fixture file from fixtures/)")
+    check.add_argument("--config")
+    check.add_argument("--service", help="service id (default: the fixture's service, else the request's hook)")
+    check.add_argument("--as-of", help="evaluate as of this ISO date-time instead of now")
+    check.add_argument("--fixture-time", action="store_true", help="evaluate as of the fixture's asOf")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

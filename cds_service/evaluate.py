@@ -1,0 +1,110 @@
+"""One hook call from request body to CDS Hooks response, shared by the HTTP app and the CLI:
+validate the request, decide whether any rule applies, get the data, build the record, run the
+rules, build the cards."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from cds_service.cards import build_response
+from cds_service.config import Settings
+from cds_service.errors import not_found
+from cds_service.knowledge import Knowledge, load_knowledge
+from cds_service.protocol.auth import Caller
+from cds_service.protocol.fhir_client import FhirClient
+from cds_service.protocol.prefetch import resolve_data
+from cds_service.protocol.request import HookRequest, parse_hook_request
+from cds_service.protocol.services import ServiceDefinition, load_services
+from cds_service.record.build import RecordInputs, build_record
+from cds_service.record.model import PatientRecord, SkippedResource
+from cds_service.rules.engine import ORDER_HOOKS, discover_rules, focus_triggers, run_rules
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+CardsIssuedListener = Callable[[HookRequest, dict, PatientRecord, datetime], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class CallOutcome:
+    response: dict
+    request: HookRequest
+    fhir_requests: int = 0
+    skipped: tuple[SkippedResource, ...] = ()
+    unavailable: tuple[str, ...] = ()
+
+    @property
+    def topics(self) -> list[str]:
+        return [card["source"]["topic"]["code"] for card in self.response["cards"]]
+
+
+@dataclass
+class HookService:
+    settings: Settings
+    kb: Knowledge = None
+    services: dict[str, ServiceDefinition] = None
+    fhir_client: FhirClient = None
+    clock: Clock = utc_now
+    listeners: list[CardsIssuedListener] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.kb = self.kb or load_knowledge(threshold_overrides=self.settings.threshold_overrides or None)
+        self.services = self.services or load_services()
+        self.fhir_client = self.fhir_client or FhirClient(
+            max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers
+        )
+        self.rules = discover_rules(self.kb)
+
+    def service(self, service_id: str) -> ServiceDefinition:
+        service = self.services.get(service_id)
+        if service is None:
+            raise not_found(f"No CDS service with id {service_id!r}; GET /cds-services lists them.")
+        return service
+
+    def discovery(self) -> dict:
+        return {"services": [s.discovery_json() for s in self.services.values()]}
+
+    def evaluate(self, service_id: str, body, caller: Caller) -> CallOutcome:
+        request = parse_hook_request(body, self.service(service_id))
+        as_of = self.clock()
+        draft_skips = [SkippedResource("draftOrders", p) for p in request.draft_order_problems]
+        inputs = RecordInputs(
+            patient_id=request.patient_id,
+            encounter_id=request.encounter_id,
+            draft_orders=request.draft_orders,
+            selections=request.selections,
+            skipped=draft_skips,
+        )
+        if request.hook in ORDER_HOOKS:
+            drafts_only = build_record(inputs, self.kb)
+            if not focus_triggers(request.hook, drafts_only):
+                # No denosumab or follow-on order in focus: nothing to check, nothing to fetch.
+                return CallOutcome({"cards": []}, request, skipped=drafts_only.skipped)
+        data = resolve_data(
+            request,
+            client=self.fhir_client,
+            allowed_bases=caller.fhir_servers,
+            timeout_seconds=self.settings.fhir_timeout_seconds,
+        )
+        inputs.resources = data.resources
+        inputs.unavailable = frozenset(data.unavailable)
+        inputs.skipped = draft_skips + data.skipped
+        record = build_record(inputs, self.kb)
+        findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
+        response = build_response(findings, self.kb)
+        for listener in self.listeners:
+            listener(request, response, record, as_of)
+        return CallOutcome(
+            response,
+            request,
+            fhir_requests=data.fhir_requests,
+            skipped=record.skipped,
+            unavailable=tuple(sorted(record.unavailable)),
+        )

@@ -1,0 +1,43 @@
+"""Resources out of a Bundle (or a bare list, as older clients send draft orders)."""
+
+from __future__ import annotations
+
+
+def bundle_resources(value) -> tuple[list, list[str]]:
+    """(resources, problems): every `entry.resource` of a Bundle, or the items of a list.
+
+    A Bundle without `type` is accepted (the CDS Hooks sandbox sends one); entries without a
+    resource are reported, not fatal. Search-result entries with `search.mode = outcome` (an
+    OperationOutcome the server added) are left out.
+    """
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)], [
+            f"item {i} is not a resource" for i, item in enumerate(value) if not isinstance(item, dict)
+        ]
+    if not isinstance(value, dict):
+        return [], ["not a Bundle"]
+    if value.get("resourceType") != "Bundle":
+        return [value], []
+    entries = value.get("entry", [])
+    if not isinstance(entries, list):
+        return [], ["Bundle.entry is not an array"]
+    resources, problems = [], []
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            problems.append(f"Bundle.entry[{index}] has no resource")
+            continue
+        search = entry.get("search")
+        if isinstance(search, dict) and search.get("mode") == "outcome":
+            continue
+        resources.append(resource)
+    return resources, problems
+
+
+def next_link(bundle) -> str | None:
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("link"), list):
+        return None
+    for link in bundle["link"]:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"]
+    return None

@@ -1,0 +1,120 @@
+"""Reads from the EHR's FHIR server: allow-listed bases only, pooled connections, no redirects,
+queries in parallel under one deadline. A slow or failing server costs data, never the call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from cds_service.protocol.bundles import bundle_resources, next_link
+
+logger = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json"
+
+
+def _origin_and_path(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def is_allowed_base(url: str, allowed_bases: tuple[str, ...]) -> bool:
+    """Scheme, host and port equal, and the path under the allowed base's path."""
+    try:
+        scheme, host, port, path = _origin_and_path(url)
+    except ValueError:  # e.g. a port out of range
+        return False
+    if not host or scheme not in ("https", "http"):
+        return False
+    for base in allowed_bases:
+        b_scheme, b_host, b_port, b_path = _origin_and_path(base)
+        if (scheme, host, port) == (b_scheme, b_host, b_port) and (path == b_path or path.startswith(b_path + "/")):
+            return True
+    return False
+
+
+@dataclass
+class FetchResult:
+    resources: list = field(default_factory=list)
+    error: str | None = None  # why the data is unavailable; None when it came
+    requests_made: int = 0
+    truncated: bool = False  # paging stopped at the page limit
+
+
+class FhirClient:
+    def __init__(self, *, max_pages: int = 10, max_workers: int = 8):
+        self.max_pages = max_pages
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_workers, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.trust_env = False  # no proxies or .netrc credentials picked up from the host
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fhir-fetch")
+
+    def _get(self, url: str, token: str | None, base: str, deadline: float) -> dict:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed")
+        headers = {"Accept": FHIR_JSON}
+        if token and is_allowed_base(url, (base,)):
+            headers["Authorization"] = f"Bearer {token}"  # only to the server the token was issued for
+        response = self.session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining), allow_redirects=False)
+        if response.status_code != 200:
+            raise IOError(f"HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise IOError("response is not JSON") from None
+
+    def _fetch(self, url: str, token: str | None, base: str, deadline: float) -> FetchResult:
+        result = FetchResult()
+        try:
+            while url:
+                result.requests_made += 1
+                body = self._get(url, token, base, deadline)
+                if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+                    raise IOError("server answered with an OperationOutcome")
+                resources, _problems = bundle_resources(body)
+                result.resources.extend(resources)
+                url = next_link(body)
+                if url and not is_allowed_base(url, (base,)):
+                    raise IOError("next link leaves the FHIR server")
+                if url and result.requests_made >= self.max_pages:
+                    result.truncated = True
+                    break
+        except (requests.RequestException, IOError, TimeoutError, ValueError) as exc:
+            result.error = type(exc).__name__ if not str(exc) else str(exc)[:120]
+        return result
+
+    def fetch_all(
+        self, urls: dict[str, str], *, base: str, token: str | None, timeout_seconds: float
+    ) -> dict[str, FetchResult]:
+        """Run every query in parallel; whatever has not answered when the deadline passes is
+        reported as unavailable (its thread finishes in the background, bounded by the timeout)."""
+        deadline = time.monotonic() + timeout_seconds
+        futures: dict[Future, str] = {
+            self.executor.submit(self._fetch, url, token, base, deadline): key for key, url in urls.items()
+        }
+        results: dict[str, FetchResult] = {}
+        pending = set(futures)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            done, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[futures[future]] = future.result()
+        for future in pending:
+            future.cancel()
+            results[futures[future]] = FetchResult(error="no answer before the deadline", requests_made=1)
+        return results
+
+
+def resolve_url(base: str, relative: str) -> str:
+    return urljoin(base.rstrip("/") + "/", relative)

@@ -1,0 +1,483 @@
+"""Build the PatientRecord from raw FHIR R4 JSON: the only code that knows FHIR element paths.
+
+Two passes per resource, for speed and safety: first a cheap look at the raw JSON's codes, which
+drops everything no rule can use (most of a five-year lab history) without validating it; then
+the remaining resources are validated one by one with the R4B models (`fhir_parse`). A resource
+that fails is skipped and reported; the rest of the call goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from cds_service.knowledge import Knowledge
+from cds_service.record.dates import to_date, to_datetime
+from cds_service.record.fhir_parse import InvalidResource, parse_resource
+from cds_service.record.model import (
+    Coding,
+    ConditionEntry,
+    LabResult,
+    MedicationEntry,
+    Patient,
+    PatientRecord,
+    ProcedureEntry,
+    SkippedResource,
+    Timing,
+)
+from cds_service.record.units import analyte_units, qualitative_vocabulary
+
+MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement")
+QUALITATIVE_ANALYTES = ("hcg-qualitative",)
+_DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
+_TIMING_CODE_UNITS = {"H": "h", "D": "d", "W": "wk", "WK": "wk", "M": "mo", "MO": "mo", "Y": "a"}
+_NAMED_TIMING_CODES = {"QD": 1.0, "QOD": 2.0, "WK": 7.0, "MO": 30.4375, "BID": 0.5, "TID": 1 / 3, "QID": 0.25}
+_MG_UNITS = {"mg", "milligram", "milligrams"}
+
+
+@dataclass
+class RecordInputs:
+    """What the protocol layer hands over: raw resources, tagged with where they came from."""
+
+    patient_id: str | None
+    encounter_id: str | None = None
+    resources: list[tuple[str, object]] = field(default_factory=list)  # (prefetch key, raw resource)
+    draft_orders: list[object] = field(default_factory=list)
+    selections: tuple[str, ...] | None = None  # order-select: references of the selected drafts
+    unavailable: frozenset[str] = frozenset()
+    skipped: list[SkippedResource] = field(default_factory=list)
+
+
+# --- raw JSON helpers (first pass: no validation, every access guarded) -----------------------
+
+def _raw_codings(codeable) -> list[tuple[str, str]]:
+    if not isinstance(codeable, dict):
+        return []
+    codings = codeable.get("coding")
+    if not isinstance(codings, list):
+        return []
+    return [
+        (c.get("system"), c.get("code"))
+        for c in codings
+        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+    ]
+
+
+def _concepts_of_codings(kb: Knowledge, codings: Iterable[tuple[str, str]]) -> frozenset[str]:
+    found: set[str] = set()
+    for system, code in codings:
+        found |= kb.concepts_for(system, code)
+    return frozenset(found)
+
+
+def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
+    """True when the resource names a different patient than the hook's context."""
+    if not patient_id:
+        return False
+    for key in ("subject", "patient"):
+        ref = raw.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            reference = ref["reference"]
+            if "Patient/" in reference:
+                return reference.rsplit("Patient/", 1)[1].split("/")[0] != patient_id
+    return False
+
+
+# --- model helpers (second pass: validated R4B models) -----------------------------------------
+
+def _codings(codeable) -> tuple[Coding, ...]:
+    if codeable is None or not codeable.coding:
+        return ()
+    return tuple(Coding(c.system, c.code, c.display) for c in codeable.coding)
+
+
+def _name(codeable, fallback: str) -> str:
+    if codeable is None:
+        return fallback
+    if codeable.text:
+        return codeable.text
+    for coding in codeable.coding or ():
+        if coding.display:
+            return coding.display
+    return fallback
+
+
+def _first_code(codeable) -> str | None:
+    if codeable is None:
+        return None
+    for coding in codeable.coding or ():
+        if coding.code:
+            return coding.code
+    return None
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+class _Builder:
+    def __init__(self, inputs: RecordInputs, kb: Knowledge):
+        self.inputs = inputs
+        self.kb = kb
+        self.units = analyte_units()
+        self.qualitative = qualitative_vocabulary()
+        self.skipped: list[SkippedResource] = list(inputs.skipped)
+        self.medication_index: dict[str, dict] = {}  # "Medication/<id>" -> raw Medication
+
+    def skip(self, where: str, description: str) -> None:
+        self.skipped.append(SkippedResource(where, description))
+
+    def parse(self, where: str, raw: dict, *, draft: bool = False):
+        try:
+            return parse_resource(raw, draft=draft)
+        except InvalidResource as exc:
+            self.skip(where, exc.problem.describe())
+            return None
+
+    # medications ------------------------------------------------------------------------------
+    def _medication_raw_concept(self, raw: dict) -> tuple[object, frozenset[str]]:
+        """The medication's CodeableConcept (raw) and its concepts, following references."""
+        concept = raw.get("medicationCodeableConcept")
+        if concept is None:
+            reference = raw.get("medicationReference")
+            ref = reference.get("reference") if isinstance(reference, dict) else None
+            medication = None
+            if isinstance(ref, str) and ref.startswith("#"):
+                contained = raw.get("contained")
+                for item in contained if isinstance(contained, list) else ():
+                    if isinstance(item, dict) and item.get("id") == ref[1:]:
+                        medication = item
+            elif isinstance(ref, str):
+                medication = self.medication_index.get(ref.split("/_history")[0].split("Medication/")[-1])
+            concept = medication.get("code") if isinstance(medication, dict) else None
+            if concept is None and isinstance(reference, dict):
+                concept = {"text": reference.get("display")} if isinstance(reference.get("display"), str) else None
+        concepts = _concepts_of_codings(self.kb, _raw_codings(concept))
+        if not concepts and isinstance(concept, dict):
+            # Text fallback only for uncoded medications (seeds/medication-names.csv).
+            coded = bool(_raw_codings(concept))
+            if not coded and isinstance(concept.get("text"), str):
+                concepts = self.kb.concepts_for_text(concept["text"])
+        return concept, concepts
+
+    def medication(self, where: str, raw: dict, *, draft: bool) -> MedicationEntry | None:
+        concept_raw, concepts = self._medication_raw_concept(raw)
+        if not concepts and not draft:
+            return None  # no rule reads medications outside the value sets
+        model = self.parse(where, raw, draft=draft)
+        if model is None:
+            return None
+        source = model.get_resource_type()
+        name = _raw_name(concept_raw, "(unnamed medication)")
+        date, end_date, dose_mg, timing, dosage_text = None, None, None, None, None
+        if source == "MedicationRequest":
+            date = to_datetime(model.authoredOn)
+            dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
+        elif source == "MedicationAdministration":
+            date = to_datetime(model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start))
+            end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
+            if model.dosage is not None:
+                dose_mg = _dose_mg(model.dosage.dose)
+                dosage_text = model.dosage.text
+        elif source == "MedicationDispense":
+            date = to_datetime(model.whenHandedOver or model.whenPrepared)
+            dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
+        elif source == "MedicationStatement":
+            date = to_datetime(model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start))
+            end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
+            if date is None:
+                date = to_datetime(model.dateAsserted)
+            dose_mg, timing, dosage_text = _dosage(model.dosage)
+        reasons: tuple[Coding, ...] = ()
+        reason_refs: tuple[str, ...] = ()
+        for reason in getattr(model, "reasonCode", None) or ():
+            reasons += _codings(reason)
+        for ref in getattr(model, "reasonReference", None) or ():
+            if ref.reference:
+                reason_refs += (ref.reference,)
+        return MedicationEntry(
+            source=source,
+            id=model.id,
+            concepts=concepts,
+            name=name,
+            status=model.status,
+            intent=getattr(model, "intent", None),
+            is_draft_order=draft,
+            date=date,
+            end_date=end_date,
+            dose_mg=dose_mg,
+            timing=timing,
+            dosage_text=dosage_text,
+            reason_codes=reasons,
+            reason_concepts=_concepts_of_codings(self.kb, ((c.system, c.code) for c in reasons if c.system and c.code)),
+            reason_references=reason_refs,
+            codings=tuple(Coding(s, c) for s, c in _raw_codings(concept_raw)),
+        )
+
+    # labs ---------------------------------------------------------------------------------------
+    def lab(self, where: str, raw: dict) -> LabResult | None:
+        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
+        analyte = next((a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None)
+        if analyte is None:
+            return None
+        model = self.parse(where, raw)
+        if model is None:
+            return None
+        effective = to_datetime(
+            model.effectiveDateTime
+            or (model.effectivePeriod and (model.effectivePeriod.end or model.effectivePeriod.start))
+            or model.effectiveInstant
+            or model.issued
+        )
+        units = self.units.get(analyte)
+        value, unit, comparator, original_text = None, None, None, None
+        quantity = model.valueQuantity
+        if quantity is not None and quantity.value is not None:
+            number = _number(quantity.value)
+            original_text = f"{quantity.value} {quantity.unit or quantity.code or ''}".strip()
+            comparator = quantity.comparator
+            if number is not None and units is not None:
+                value = units.to_canonical(number, quantity.code, quantity.unit)
+                unit = units.canonical if value is not None else None
+        low = high = None
+        if units is not None and model.referenceRange:
+            ref = model.referenceRange[0]
+            fallback_unit = (quantity.code, quantity.unit) if quantity is not None else (None, None)
+            low = _range_bound(units, ref.low, fallback_unit)
+            high = _range_bound(units, ref.high, fallback_unit)
+        interpretation = frozenset(
+            coding.code for concept in (model.interpretation or ()) for coding in (concept.coding or ()) if coding.code
+        )
+        qualitative = None
+        if model.valueCodeableConcept is not None:
+            for coding in model.valueCodeableConcept.coding or ():
+                qualitative = qualitative or self.qualitative.read_coding(coding.system, coding.code)
+            qualitative = qualitative or self.qualitative.read_text(model.valueCodeableConcept.text)
+            original_text = original_text or _name(model.valueCodeableConcept, "")
+        if model.valueString is not None:
+            qualitative = qualitative or self.qualitative.read_text(model.valueString)
+            original_text = original_text or model.valueString[:80]
+        if qualitative is None and analyte in QUALITATIVE_ANALYTES:
+            for concept in model.interpretation or ():
+                for coding in concept.coding or ():
+                    qualitative = qualitative or self.qualitative.read_coding(coding.system, coding.code)
+        return LabResult(
+            id=model.id,
+            analyte=analyte,
+            concepts=concepts,
+            status=model.status,
+            effective=effective,
+            value=value,
+            unit=unit,
+            comparator=comparator,
+            original_text=original_text,
+            reference_low=low,
+            reference_high=high,
+            interpretation=interpretation,
+            qualitative=qualitative,
+            codings=_codings(model.code),
+        )
+
+    # conditions and procedures -----------------------------------------------------------------
+    def condition(self, where: str, raw: dict) -> ConditionEntry | None:
+        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
+        if not concepts:
+            return None
+        model = self.parse(where, raw)
+        if model is None:
+            return None
+        return ConditionEntry(
+            id=model.id,
+            concepts=concepts,
+            name=_name(model.code, "(unnamed condition)"),
+            clinical_status=_first_code(model.clinicalStatus),
+            verification_status=_first_code(model.verificationStatus),
+            onset=to_datetime(model.onsetDateTime or (model.onsetPeriod and model.onsetPeriod.start)),
+            abatement=to_datetime(model.abatementDateTime or (model.abatementPeriod and model.abatementPeriod.end)),
+            recorded=to_datetime(model.recordedDate),
+            categories=frozenset(c.code for cat in (model.category or ()) for c in (cat.coding or ()) if c.code),
+            codings=_codings(model.code),
+        )
+
+    def procedure(self, where: str, raw: dict) -> ProcedureEntry | None:
+        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
+        if not concepts:
+            return None
+        model = self.parse(where, raw)
+        if model is None:
+            return None
+        period = model.performedPeriod
+        return ProcedureEntry(
+            id=model.id,
+            concepts=concepts,
+            name=_name(model.code, "(unnamed procedure)"),
+            status=model.status,
+            performed=to_datetime(model.performedDateTime or (period and (period.end or period.start))),
+            codings=_codings(model.code),
+        )
+
+    def patient(self, raw: dict | None) -> Patient:
+        if raw is None:
+            return Patient(self.inputs.patient_id, None, None)
+        model = self.parse("patient", raw)
+        if model is None:
+            return Patient(self.inputs.patient_id, None, None)
+        return Patient(model.id or self.inputs.patient_id, to_date(model.birthDate), model.gender)
+
+
+def _raw_name(concept, fallback: str) -> str:
+    """A raw CodeableConcept's text, else its first coding's display."""
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str) and concept["text"].strip():
+            return concept["text"].strip()[:200]
+        for coding in concept.get("coding") if isinstance(concept.get("coding"), list) else ():
+            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                return coding["display"][:200]
+    return fallback
+
+
+def _dose_mg(quantity) -> float | None:
+    if quantity is None:
+        return None
+    unit = (quantity.code or quantity.unit or "").strip().lower()
+    return _number(quantity.value) if unit in _MG_UNITS else None
+
+
+def _timing(timing) -> Timing | None:
+    if timing is None:
+        return None
+    period_days, count = None, None
+    repeat = timing.repeat
+    if repeat is not None:
+        count = repeat.count
+        if repeat.period is not None and repeat.periodUnit in _DAYS_PER_UNIT:
+            frequency = repeat.frequency or 1
+            period = _number(repeat.period)
+            if period and frequency > 0:
+                period_days = period * _DAYS_PER_UNIT[repeat.periodUnit] / frequency
+    code = _first_code(timing.code)
+    if period_days is None and code:
+        period_days = _timing_code_days(code)
+    text = timing.code.text if timing.code is not None else None
+    if period_days is None and count is None and code is None and text is None:
+        return None
+    return Timing(period_days=period_days, code=code, text=text, count=count)
+
+
+def _timing_code_days(code: str) -> float | None:
+    """EHR frequency codes such as Q6M, Q4W, Q28D, WK, MO."""
+    upper = code.strip().upper()
+    if upper in _NAMED_TIMING_CODES:
+        return _NAMED_TIMING_CODES[upper]
+    if upper.startswith("Q"):
+        digits = "".join(ch for ch in upper[1:] if ch.isdigit())
+        unit = upper[1 + len(digits):]
+        if digits and unit in _TIMING_CODE_UNITS:
+            return int(digits) * _DAYS_PER_UNIT[_TIMING_CODE_UNITS[unit]]
+    return None
+
+
+def _dosage(dosages) -> tuple[float | None, Timing | None, str | None]:
+    """Dose in mg, timing and text from the first Dosage that says anything."""
+    for dosage in dosages or ():
+        dose = None
+        for dose_and_rate in dosage.doseAndRate or ():
+            dose = dose if dose is not None else _dose_mg(dose_and_rate.doseQuantity)
+        timing = _timing(dosage.timing)
+        if dose is not None or timing is not None or dosage.text:
+            return dose, timing, dosage.text
+    return None, None, None
+
+
+def _range_bound(units, quantity, fallback_unit) -> float | None:
+    if quantity is None or quantity.value is None:
+        return None
+    number = _number(quantity.value)
+    if number is None:
+        return None
+    code, text = (quantity.code, quantity.unit) if (quantity.code or quantity.unit) else fallback_unit
+    return units.to_canonical(number, code, text)
+
+
+_UNDATED = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _newest_first(items, key):
+    """Newest first; undated items last."""
+    return tuple(sorted(items, key=lambda item: key(item) or _UNDATED, reverse=True))
+
+
+def _selected(drafts: list[MedicationEntry], selections: tuple[str, ...] | None) -> tuple[MedicationEntry, ...]:
+    if not selections:
+        return tuple(drafts)  # order-sign / medication-prescribe, or an order-select without selections
+    # Selections are relative references ("MedicationRequest/123"); some clients send full URLs.
+    wanted = {"/".join(selection.rstrip("/").split("/")[-2:]) for selection in selections}
+    return tuple(d for d in drafts if d.reference in wanted)
+
+
+def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
+    builder = _Builder(inputs, kb)
+    patient_raw = None
+    by_type: dict[str, list[tuple[str, dict]]] = {}
+    for where, raw in inputs.resources:
+        if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+            builder.skip(where, "an entry is not a FHIR resource")
+            continue
+        resource_type = raw["resourceType"]
+        if resource_type == "Medication" and isinstance(raw.get("id"), str):
+            builder.medication_index[raw["id"]] = raw
+            continue
+        if resource_type == "Patient":
+            if patient_raw is None and (not inputs.patient_id or raw.get("id") in (None, inputs.patient_id)):
+                patient_raw = raw
+            continue
+        if _subject_mismatch(raw, inputs.patient_id):
+            builder.skip(where, f"{resource_type} skipped: it belongs to another patient")
+            continue
+        by_type.setdefault(resource_type, []).append((where, raw))
+
+    medications = [
+        entry
+        for resource_type in MEDICATION_TYPES
+        for where, raw in by_type.get(resource_type, ())
+        if (entry := builder.medication(where, raw, draft=False)) is not None
+    ]
+    drafts = []
+    for raw in inputs.draft_orders:
+        if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest":
+            entry = builder.medication("draftOrders", raw, draft=True)
+            if entry is not None:
+                drafts.append(entry)
+    draft_refs = {d.reference for d in drafts if d.reference}
+    # A re-signed order can also sit in the history prefetch: keep one copy, the draft.
+    medications = [m for m in medications if m.reference not in draft_refs]
+    labs = [lab for where, raw in by_type.get("Observation", ()) if (lab := builder.lab(where, raw)) is not None]
+    conditions = [c for where, raw in by_type.get("Condition", ()) if (c := builder.condition(where, raw)) is not None]
+    procedures = [p for where, raw in by_type.get("Procedure", ()) if (p := builder.procedure(where, raw)) is not None]
+
+    labs_sorted = _newest_first(labs, lambda lab: lab.effective)
+    grouped: dict[str, list[LabResult]] = {}
+    for lab in labs_sorted:
+        grouped.setdefault(lab.analyte, []).append(lab)
+    labs_by_analyte = {analyte: tuple(results) for analyte, results in grouped.items()}
+    return PatientRecord(
+        patient=builder.patient(patient_raw),
+        medications=_newest_first(medications, lambda m: m.date),
+        draft_orders=tuple(drafts),
+        focus_orders=_selected(drafts, inputs.selections),
+        labs=labs_sorted,
+        conditions=tuple(conditions),
+        procedures=_newest_first(procedures, lambda p: p.performed),
+        encounter_id=inputs.encounter_id,
+        unavailable=inputs.unavailable,
+        skipped=tuple(builder.skipped),
+        _labs_by_analyte=labs_by_analyte,
+    )

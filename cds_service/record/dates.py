@@ -1,0 +1,42 @@
+"""FHIR date and dateTime values as aware UTC datetimes, handled in this one place.
+
+>>> to_datetime("2026-10")
+datetime.datetime(2026, 10, 1, 0, 0, tzinfo=datetime.timezone.utc)
+>>> to_datetime(None) is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+
+_PARTIAL = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def to_datetime(value) -> datetime | None:
+    """A FHIR date/dateTime/instant (model value or string) as UTC; partial dates at their start."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        match = _PARTIAL.match(value.strip())
+        if match:
+            year, month, day = match.groups()
+            try:
+                return datetime(int(year), int(month or 1), int(day or 1), tzinfo=timezone.utc)
+            except ValueError:
+                return None
+        try:
+            return to_datetime(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
+
+
+def to_date(value) -> date | None:
+    moment = to_datetime(value)
+    return moment.date() if moment else None

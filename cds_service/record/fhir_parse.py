@@ -1,0 +1,117 @@
+"""Lenient validation of one FHIR R4 resource with the `fhir.resources.R4B` models.
+
+Real clients send imperfect R4: the CDS Hooks sandbox sends `category` as one object instead of
+a list and drafts without `intent`; EHRs add fields of their own and write date-times without a
+time zone. Each such slip has one well-defined repair; anything else makes the resource invalid,
+and the caller skips that one resource (never the whole request).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+MAX_REPAIR_ROUNDS = 4
+_LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+
+
+@dataclass(frozen=True)
+class ParseProblem:
+    """Why a resource was skipped: no patient data, only its type, id and the failing paths."""
+
+    resource_type: str
+    resource_id: str | None
+    reason: str
+
+    def describe(self) -> str:
+        ident = f"{self.resource_type}/{self.resource_id}" if self.resource_id else self.resource_type
+        return f"{ident} skipped: {self.reason}"
+
+
+class InvalidResource(ValueError):
+    def __init__(self, problem: ParseProblem):
+        super().__init__(problem.describe())
+        self.problem = problem
+
+
+def _container(data, loc):
+    """The dict/list holding the element at `loc`, and the last key; None if the path is gone."""
+    if not loc:
+        return None, None
+    node = data
+    for key in loc[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return None, None
+    return node, loc[-1]
+
+
+def _repair(data: dict, error: dict) -> bool:
+    """Apply the one known repair for `error` in place; False when there is none."""
+    node, key = _container(data, error["loc"])
+    if node is None:
+        return False
+    kind = error["type"]
+    if kind == "list_type" and isinstance(node, dict) and key in node and isinstance(node[key], dict):
+        node[key] = [node[key]]  # single object where R4 has an array (sandbox `category`)
+        return True
+    if kind == "extra_forbidden" and isinstance(node, dict) and key in node:
+        del node[key]  # a vendor's own field: R4 has no place for it, the rest is still good
+        return True
+    value = error.get("input")
+    if kind == "value_error" and isinstance(value, str) and _LOCAL_DATETIME.match(value) and isinstance(node, dict):
+        # A date-time without zone: read it as UTC (a few hours cannot move any look-back window
+        # by more than a day, and a date is better than dropping the lab).
+        node[key] = value + (":00" if value.count(":") == 1 else "") + "+00:00"
+        return True
+    return False
+
+
+def _defaults_for_drafts(data: dict) -> None:
+    # The sandbox's first order-select carries no intent yet; a draft order is an order being written.
+    if data.get("resourceType") == "MedicationRequest" and "intent" not in data:
+        data["intent"] = "order"
+
+
+def _short(error: dict) -> str:
+    path = ".".join(str(part) for part in error["loc"]) or "(resource)"
+    return f"{path}: {error['msg']}"
+
+
+def parse_resource(raw, *, draft: bool = False):
+    """Validate `raw` (a dict) as its R4B model; returns the model or raises InvalidResource."""
+    if not isinstance(raw, dict):
+        raise InvalidResource(ParseProblem("(not an object)", None, "a resource must be a JSON object"))
+    resource_type = raw.get("resourceType")
+    resource_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    if not isinstance(resource_type, str):
+        raise InvalidResource(ParseProblem("(no resourceType)", resource_id, "resourceType is missing"))
+    try:
+        model_class = get_fhir_model_class(resource_type)
+    except (ValueError, KeyError):
+        raise InvalidResource(ParseProblem(resource_type[:64], resource_id, "unknown resourceType")) from None
+    data = raw
+    copied = False
+    if draft and resource_type == "MedicationRequest" and "intent" not in raw:
+        data, copied = copy.deepcopy(raw), True
+        _defaults_for_drafts(data)
+    for _ in range(MAX_REPAIR_ROUNDS):
+        try:
+            return model_class.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+        except (ValueError, TypeError, RecursionError) as exc:  # pathological input inside validators
+            raise InvalidResource(ParseProblem(resource_type, resource_id, type(exc).__name__)) from None
+        if not copied:
+            data, copied = copy.deepcopy(raw), True
+        if not all(_repair(data, error) for error in errors):
+            unrepaired = [e for e in errors if e["type"] not in ("list_type", "extra_forbidden")]
+            raise InvalidResource(
+                ParseProblem(resource_type, resource_id, "; ".join(_short(e) for e in (unrepaired or errors)[:3]))
+            )
+    raise InvalidResource(ParseProblem(resource_type, resource_id, "too many problems to repair"))

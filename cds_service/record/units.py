@@ -1,0 +1,81 @@
+"""Lab units: every analyte converted to one canonical unit (`seeds/units.toml`), and how a
+presence test reads as positive or negative (`seeds/qualitative-results.toml`)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cds_service.knowledge import seeds_dir
+
+
+def _unit_key(unit: str) -> str:
+    return unit.replace(" ", "").replace("µ", "u").replace("μ", "u").lower()
+
+
+@dataclass(frozen=True)
+class AnalyteUnits:
+    analyte: str
+    canonical: str
+    factors: dict[str, float]  # normalized unit key -> factor to the canonical unit
+
+    def to_canonical(self, value: float, unit_code: str | None, unit_text: str | None) -> float | None:
+        """`value` in the canonical unit; None when neither unit code nor text is known."""
+        for unit in (unit_code, unit_text):
+            if unit:
+                factor = self.factors.get(_unit_key(unit))
+                if factor is not None:
+                    return value * factor
+        return None
+
+
+@dataclass(frozen=True)
+class QualitativeVocabulary:
+    positive_codings: frozenset[str]
+    negative_codings: frozenset[str]
+    positive_texts: frozenset[str]
+    negative_texts: frozenset[str]
+
+    def read_coding(self, system: str | None, code: str | None) -> str | None:
+        key = f"{system}|{code}"
+        if key in self.positive_codings:
+            return "positive"
+        if key in self.negative_codings:
+            return "negative"
+        return None
+
+    def read_text(self, text: str | None) -> str | None:
+        if not text:
+            return None
+        key = text.strip().lower()
+        if key in self.positive_texts:
+            return "positive"
+        if key in self.negative_texts:
+            return "negative"
+        return None
+
+
+@lru_cache(maxsize=4)
+def analyte_units(directory: Path | None = None) -> dict[str, AnalyteUnits]:
+    data = tomllib.loads(((directory or seeds_dir()) / "units.toml").read_text(encoding="utf-8"))
+    return {
+        name: AnalyteUnits(
+            analyte=name,
+            canonical=table["canonical"],
+            factors={_unit_key(unit): float(factor) for unit, factor in table["units"].items()},
+        )
+        for name, table in data["analytes"].items()
+    }
+
+
+@lru_cache(maxsize=4)
+def qualitative_vocabulary(directory: Path | None = None) -> QualitativeVocabulary:
+    data = tomllib.loads(((directory or seeds_dir()) / "qualitative-results.toml").read_text(encoding="utf-8"))
+    return QualitativeVocabulary(
+        positive_codings=frozenset(data["positive"]["codings"]),
+        negative_codings=frozenset(data["negative"]["codings"]),
+        positive_texts=frozenset(t.lower() for t in data["positive"]["texts"]),
+        negative_texts=frozenset(t.lower() for t in data["negative"]["texts"]),
+    )
