@@ -1,0 +1,53 @@
+"""Shared test fixtures: the app on trial settings with a fixed clock, and fixture loading."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from cds_service.app import create_app
+from cds_service.cards.validate import response_problems
+from cds_service.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+SCENARIOS = FIXTURES / "scenarios"
+DEFAULT_AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
+
+
+def load_scenario(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def scenario_paths() -> list[Path]:
+    return sorted(SCENARIOS.rglob("*.json"))
+
+
+def assert_valid_cds_response(body: dict) -> None:
+    problems = response_problems(body)
+    assert not problems, problems
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def make_app():
+    """Factory: an app with the given settings and a clock fixed at `as_of`."""
+
+    def factory(settings: Settings | None = None, as_of: datetime = DEFAULT_AS_OF):
+        app = create_app(settings or Settings(), clock=lambda: as_of)
+        app.testing = True
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app().test_client()
