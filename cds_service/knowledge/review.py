@@ -96,8 +96,9 @@ def render(kb: Knowledge) -> str:
     w("  11 digits (hyphenated 4-4-2, 5-3-2, 5-4-1 and 5-4-2 forms; an unhyphenated 10-digit NDC is")
     w("  ambiguous and does not match); ATC, CPT, HCPCS and CDT codes are compared in upper case.")
     w("* **System URIs** are compared exactly, after mapping these aliases to the canonical URI:")
-    for alias, canonical in sorted(SYSTEM_ALIASES.items()):
-        w(f"  `{alias}` → `{canonical}`;")
+    aliases = sorted(SYSTEM_ALIASES.items())
+    for i, (alias, canonical) in enumerate(aliases):
+        w(f"  `{alias}` → `{canonical}`" + ("." if i == len(aliases) - 1 else ";"))
     w("* HCPCS and CDT rows are listed under **both** URIs in use (CMS/UMLS for HCPCS, ADA/HL7 CD2 for CDT).")
     w("* Accepted code systems: " + ", ".join(f"{_SYSTEM_LABELS.get(s, s)} `{s}`" for s in sorted(KNOWN_SYSTEMS)) + ".")
     w("* **Uncoded medications** are recognised by name (`medication-names.csv`): case-insensitive, whole")
