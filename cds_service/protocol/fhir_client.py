@@ -75,6 +75,8 @@ class FhirClient:
     def _fetch(self, url: str, token: str | None, base: str, deadline: float) -> FetchResult:
         result = FetchResult()
         try:
+            if not is_allowed_base(url, (base,)):
+                raise IOError("link leaves the FHIR server")  # e.g. a prefetch Bundle's next link elsewhere
             while url:
                 result.requests_made += 1
                 body = self._get(url, token, base, deadline)

@@ -4,7 +4,8 @@ Per CDS Hooks 2.0, for each prefetch key of the service:
 - present: used (a Bundle with a `next` link is paged on from the FHIR server when possible);
 - `null`: the EHR knows there is nothing; not fetched;
 - an OperationOutcome: the EHR failed; fetched if possible, else that data is unavailable;
-- absent: fetched from `fhirServer`; when there is no server to ask, 412 Precondition Failed.
+- absent: fetched from `fhirServer`, but only when the EHR also sent `fhirAuthorization` (CDS
+  Hooks 2.0: fetch "only when both are given"); otherwise 412 Precondition Failed.
 Data that cannot be had in time is *unavailable*: the rules that need it are skipped and the
 response says so, rather than reading "not retrieved" as "normal"."""
 
@@ -78,10 +79,11 @@ def resolve_data(
             to_fetch[key] = more  # page on from where the EHR stopped
 
     if to_fetch:
-        if request.fhir_server is None:
+        if request.fhir_server is None or request.access_token is None:
             if absent:
                 raise precondition_failed(
-                    "The request has no fhirServer to fetch missing prefetch data from: "
+                    "Prefetch data is missing and the request has no fhirServer with fhirAuthorization "
+                    "to fetch it from: "
                     + ", ".join(sorted(absent)),
                     expression=tuple(f"prefetch.{k}" for k in sorted(absent)),
                 )

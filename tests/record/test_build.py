@@ -1,0 +1,168 @@
+"""The normalized record: units, dates, medication identification, selection of drafts."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from cds_service.knowledge import load_knowledge
+from cds_service.record.build import RecordInputs, build_record
+
+RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+PID = "p-42"
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return load_knowledge()
+
+
+def _lab(code, value, unit, ucum=None, when="2026-11-20T08:00:00-05:00", **extra):
+    lab = {"resourceType": "Observation", "id": f"o-{code}-{value}", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+           "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": when,
+           "valueQuantity": {"value": value, "unit": unit}}
+    if ucum:
+        lab["valueQuantity"].update(system="http://unitsofmeasure.org", code=ucum)
+    lab.update(extra)
+    return lab
+
+
+def _record(kb, resources=(), drafts=(), selections=None):
+    return build_record(
+        RecordInputs(patient_id=PID, resources=[("test", r) for r in resources], draft_orders=list(drafts),
+                     selections=selections),
+        kb,
+    )
+
+
+def test_calcium_in_mmol_per_litre_is_converted_to_mg_per_decilitre(kb):
+    lab = _lab("2000-8", 2.05, "mmol/L", "mmol/L",
+               referenceRange=[{"low": {"value": 2.12, "unit": "mmol/L"}, "high": {"value": 2.62, "unit": "mmol/L"}}])
+    (result,) = _record(kb, [lab]).labs_for("calcium-total")
+    assert result.unit == "mg/dL"
+    assert result.value == pytest.approx(8.22, abs=0.01)
+    assert result.reference_low == pytest.approx(8.50, abs=0.01)
+    assert result.reference_high == pytest.approx(10.50, abs=0.01)
+    assert result.original_text == "2.05 mmol/L"
+
+
+def test_vitamin_d_in_nmol_per_litre_is_converted_to_ng_per_millilitre(kb):
+    (result,) = _record(kb, [_lab("14635-7", 40, "nmol/L", "nmol/L")]).labs_for("vitamin-d-25oh")
+    assert result.value == pytest.approx(16.0, abs=0.05) and result.unit == "ng/mL"
+
+
+@pytest.mark.parametrize("unit", ["mL/min/{1.73_m2}", "mL/min/1.73m2", "mL/min/1.73 m2"])
+def test_egfr_units_as_labs_print_them(kb, unit):
+    (result,) = _record(kb, [_lab("62238-1", 24, unit)]).labs_for("egfr")
+    assert result.value == 24
+
+
+def test_unknown_unit_leaves_no_value_to_compare(kb):
+    (result,) = _record(kb, [_lab("17861-6", 9.1, "furlongs")]).labs_for("calcium-total")
+    assert result.value is None and result.original_text == "9.1 furlongs"
+
+
+def test_date_time_without_zone_is_read_as_utc(kb):
+    (result,) = _record(kb, [_lab("17861-6", 9.1, "mg/dL", "mg/dL", when="2026-11-20T08:00:00")]).labs_for("calcium-total")
+    assert result.effective == datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+
+
+def test_labs_are_newest_first_and_unrelated_observations_are_dropped(kb):
+    labs = [_lab("17861-6", 9.0, "mg/dL", "mg/dL", when="2026-01-01"),
+            _lab("17861-6", 9.5, "mg/dL", "mg/dL", when="2026-10-01"),
+            _lab("2951-2", 140, "mmol/L", "mmol/L")]  # sodium: no rule reads it
+    record = _record(kb, labs)
+    assert [lab.value for lab in record.labs_for("calcium-total")] == [9.5, 9.0]
+    assert len(record.labs) == 2
+
+
+def test_hcg_qualitative_positive_by_code_and_by_interpretation(kb):
+    by_code = _lab("2106-3", 0, "x", id="a")
+    by_code.pop("valueQuantity")
+    by_code["valueCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct", "code": "10828004"}]}
+    by_interpretation = _lab("2118-8", 0, "x")
+    by_interpretation.pop("valueQuantity")
+    by_interpretation["id"] = "b"
+    by_interpretation["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "POS"}]}]
+    results = _record(kb, [by_code, by_interpretation]).labs_for("hcg-qualitative")
+    assert [r.qualitative for r in results] == ["positive", "positive"]
+
+
+def _draft(order_id, medication, **extra):
+    draft = {"resourceType": "MedicationRequest", "id": order_id, "status": "draft", "intent": "order",
+             "subject": {"reference": f"Patient/{PID}"}, **medication}
+    draft.update(extra)
+    return draft
+
+
+def test_biosimilar_identified_by_hyphenated_ndc_only(kb):
+    draft = _draft("d1", {"medicationCodeableConcept": {"coding": [{"system": "http://hl7.org/fhir/sid/ndc", "code": "61314-240-63"}]}})
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert "denosumab-60mg" in order.concepts  # Jubbonti
+
+
+def test_uncoded_order_is_identified_by_its_text(kb):
+    draft = _draft("d1", {"medicationCodeableConcept": {"text": "Xgeva 120 mg/1.7 mL SC"}})
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert "denosumab-120mg" in order.concepts
+
+
+def test_coded_order_is_not_identified_by_text(kb):
+    """Text is a fallback for uncoded orders only: a coded amlodipine named 'Prolia?' stays amlodipine."""
+    draft = _draft("d1", {"medicationCodeableConcept": {"text": "Prolia?", "coding": [{"system": RX, "code": "197361"}]}})
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert order.concepts == frozenset()
+
+
+def test_contained_medication_is_followed(kb):
+    draft = _draft("d1", {"medicationReference": {"reference": "#med1"}},
+                   contained=[{"resourceType": "Medication", "id": "med1",
+                               "code": {"coding": [{"system": RX, "code": "2715393"}]}}])
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert "denosumab-120mg" in order.concepts  # Wyost
+
+
+def test_referenced_medication_in_the_prefetch_is_followed(kb):
+    medication = {"resourceType": "Medication", "id": "m-77", "code": {"coding": [{"system": RX, "code": "2717862"}]}}
+    administration = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+                      "medicationReference": {"reference": "Medication/m-77"},
+                      "subject": {"reference": f"Patient/{PID}"}, "effectiveDateTime": "2026-05-01"}
+    (given,) = _record(kb, [medication, administration]).medications
+    assert "denosumab-60mg" in given.concepts and given.date.year == 2026  # Stoboclo
+
+
+@pytest.mark.parametrize(
+    "timing, period_days",
+    [
+        ({"repeat": {"frequency": 1, "period": 6, "periodUnit": "mo"}}, 182.6),
+        ({"repeat": {"period": 4, "periodUnit": "wk"}}, 28.0),
+        ({"code": {"coding": [{"code": "Q6M"}]}}, 182.6),
+        ({"code": {"coding": [{"system": "http://example.org/freq", "code": "Q4W"}]}}, 28.0),
+    ],
+)
+def test_dosing_interval_from_timing(kb, timing, period_days):
+    draft = _draft("d1", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}},
+                   dosageInstruction=[{"timing": timing, "doseAndRate": [{"doseQuantity": {"value": 60, "unit": "mg"}}]}])
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert order.timing.period_days == pytest.approx(period_days, abs=0.1)
+    assert order.dose_mg == 60
+
+
+def test_order_without_timing_has_none(kb):
+    draft = _draft("d1", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}})
+    (order,) = _record(kb, drafts=[draft]).draft_orders
+    assert order.timing is None and order.dose_mg is None
+
+
+def test_selections_choose_the_focus_orders(kb):
+    drafts = [_draft("d1", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}}),
+              _draft("d2", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "197361"}]}})]
+    record = _record(kb, drafts=drafts, selections=("https://ehr.example.org/fhir/MedicationRequest/d2",))
+    assert [o.id for o in record.focus_orders] == ["d2"]
+    assert len(record.draft_orders) == 2
+
+
+def test_a_draft_also_in_the_history_is_kept_once(kb):
+    draft = _draft("d1", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}})
+    record = _record(kb, resources=[dict(draft, status="active")], drafts=[draft])
+    assert record.medications == () and len(record.draft_orders) == 1

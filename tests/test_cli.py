@@ -1,0 +1,33 @@
+"""`denosumab-cds check` on saved requests, as an integrator or reviewer uses it."""
+
+import json
+
+from cds_service.cli import main
+from tests.conftest import SCENARIOS, assert_valid_cds_response
+
+BASELINE = SCENARIOS / "baseline" / "no-cards-well-managed-prolia-order-sign.json"
+
+
+def test_check_prints_the_cds_hooks_response_for_a_fixture(capsys):
+    assert main(["check", str(BASELINE), "--fixture-time"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert_valid_cds_response(body)
+    assert body == {"cards": []}
+
+
+def test_check_a_plain_hook_request(tmp_path, capsys):
+    request = json.loads(BASELINE.read_text())["request"]
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["check", str(path), "--as-of", "2026-11-25T15:00:00+00:00"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cards": []}
+
+
+def test_check_reports_a_bad_request_as_an_operation_outcome(tmp_path, capsys):
+    request = json.loads(BASELINE.read_text())["request"]
+    del request["prefetch"]["labResults"]
+    request.pop("fhirServer")
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["check", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["resourceType"] == "OperationOutcome"
