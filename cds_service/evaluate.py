@@ -19,6 +19,7 @@ from cds_service.protocol.prefetch import resolve_data
 from cds_service.protocol.request import HookRequest, parse_hook_request
 from cds_service.protocol.services import ServiceDefinition, load_services
 from cds_service.record.build import RecordInputs, build_record
+from cds_service.record.fhir_parse import warm_models
 from cds_service.record.model import PatientRecord, SkippedResource
 from cds_service.rules.engine import ORDER_HOOKS, discover_rules, focus_triggers, run_rules
 
@@ -61,6 +62,7 @@ class HookService:
             max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers
         )
         self.rules = discover_rules(self.kb)
+        warm_models()
 
     def service(self, service_id: str) -> ServiceDefinition:
         service = self.services.get(service_id)

@@ -38,6 +38,18 @@ class InvalidResource(ValueError):
         self.problem = problem
 
 
+WARM_RESOURCE_TYPES = (
+    "Patient", "MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement",
+    "Medication", "Observation", "Condition", "Procedure", "Bundle", "OperationOutcome",
+)
+
+
+def warm_models() -> None:
+    """Import the R4B models the service validates, so the first hook call does not pay for it."""
+    for resource_type in WARM_RESOURCE_TYPES:
+        get_fhir_model_class(resource_type)
+
+
 def _container(data, loc):
     """The dict/list holding the element at `loc`, and the last key; None if the path is gone."""
     if not loc:

@@ -1,0 +1,64 @@
+"""`denosumab-cds serve` in local trial mode, as a newcomer starts it (real gunicorn process)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.requests_for_tests import baseline_request
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"service did not answer at {url}")
+
+
+def test_trial_mode_serves_discovery_and_hooks_on_loopback(monkeypatch):
+    monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(f"{base}/cds-services")
+        response = requests.post(f"{base}/cds-services/order-sign", json=baseline_request(), timeout=10)
+        assert response.status_code == 200
+        assert isinstance(response.json()["cards"], list)
+    finally:
+        process.terminate()
+        _out, err = process.communicate(timeout=20)
+    assert "LOCAL TRIAL MODE" in err
+    # One JSON access line per call, parseable, without the patient's name or birth date.
+    access = [json.loads(line) for line in err.splitlines() if '"logger":"cds_service.access"' in line]
+    assert any(entry.get("service") == "order-sign" and entry["status"] == 200 for entry in access)
+    assert "Halvorsen" not in err and "1958-03-14" not in err
+
+
+def test_trial_mode_refuses_to_listen_beyond_loopback(monkeypatch):
+    monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "127.0.0.1" in result.stderr
