@@ -2,7 +2,7 @@
 
 from cds_service.cards.model import Action, Finding, Link, Suggestion
 from cds_service.cards.build import TOPIC_SYSTEM, OVERRIDE_REASON_SYSTEM, build_response, card_from_finding
-from cds_service.cards.validate import ResponseInvalid, validate_response
+from cds_service.cards.validate import response_problems
 
 __all__ = [
     "Action",
@@ -13,6 +13,5 @@ __all__ = [
     "OVERRIDE_REASON_SYSTEM",
     "build_response",
     "card_from_finding",
-    "ResponseInvalid",
-    "validate_response",
+    "response_problems",
 ]

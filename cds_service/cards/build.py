@@ -3,11 +3,14 @@ reasons, ordering (critical, warning, info) and at most one card per topic."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from cds_service.cards.model import INDICATOR_ORDER, Finding
-from cds_service.cards.validate import validate_response
+from cds_service.cards.validate import response_problems
 from cds_service.knowledge import Knowledge
+
+logger = logging.getLogger(__name__)
 
 SERVICE_LABEL = "Denosumab CDS"
 # Stable identifiers of the project's own code systems (documented in README.md).
@@ -67,6 +70,12 @@ def build_response(findings: list[Finding], kb: Knowledge) -> dict:
         if current is None or INDICATOR_ORDER[finding.indicator] < INDICATOR_ORDER[current.indicator]:
             best[finding.topic] = finding
     ordered = sorted(best.values(), key=lambda f: (INDICATOR_ORDER[f.indicator], f.topic))
-    response = {"cards": [card_from_finding(finding, kb) for finding in ordered]}
-    validate_response(response)
-    return response
+    cards = []
+    for finding in ordered:
+        card = card_from_finding(finding, kb)
+        problems = response_problems({"cards": [card]})
+        if problems:  # our bug: never send an invalid card, never fail the others with it
+            logger.error("card for topic %s dropped as invalid: %s", finding.topic, "; ".join(problems))
+            continue
+        cards.append(card)
+    return {"cards": cards}

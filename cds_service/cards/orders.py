@@ -28,9 +28,9 @@ def _codeable(codings: tuple[Coding, ...], text: str) -> dict:
 
 def service_request(
     *, codings: tuple[Coding, ...], text: str, reason: str, patient_id: str | None, encounter_id: str | None,
-    category: Coding | None = None,
+    category: Coding | None = None, note: str | None = None,
 ) -> dict:
-    """A draft ServiceRequest (referral or lab order)."""
+    """A draft ServiceRequest (referral or lab order); `note` says when or how (e.g. timing)."""
     resource = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -41,6 +41,8 @@ def service_request(
     }
     if category is not None:
         resource["category"] = [_codeable((category,), category.display or category.code or "")]
+    if note:
+        resource["note"] = [{"text": note}]
     return resource
 
 

@@ -13,10 +13,6 @@ LINK_TYPES = {"absolute", "smart"}
 SUMMARY_MAX = 140
 
 
-class ResponseInvalid(ValueError):
-    pass
-
-
 def _no_empty(value, path: str, problems: list[str]) -> None:
     if value is None or value == "" or value == [] or value == {}:
         problems.append(f"{path} is empty")
@@ -105,9 +101,3 @@ def response_problems(response) -> list[str]:
     if "systemActions" in response:
         _no_empty(response["systemActions"], "systemActions", problems)
     return problems
-
-
-def validate_response(response) -> None:
-    problems = response_problems(response)
-    if problems:
-        raise ResponseInvalid("; ".join(problems))

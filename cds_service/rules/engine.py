@@ -79,6 +79,7 @@ def run_rules(
 ) -> list[Finding]:
     findings: list[Finding] = []
     skipped_topics: set[str] = set()
+    failed_topics: set[str] = set()
     for trigger, orders in focus_triggers(hook, record).items():
         ctx = RuleContext(record=record, as_of=as_of, kb=kb, trigger=trigger, orders=orders)
         for rule in rules:
@@ -87,23 +88,40 @@ def run_rules(
             if rule.needs & record.unavailable:
                 skipped_topics.add(rule.topic)
                 continue
-            finding = rule.evaluate(ctx)
+            try:
+                finding = rule.evaluate(ctx)
+            except Exception:  # one faulty rule must not take the other safety checks down with it
+                logger.exception("rule %s failed", rule.topic)
+                failed_topics.add(rule.topic)
+                continue
             if finding is not None:
                 findings.append(finding)
-    if skipped_topics:
-        findings.append(data_unavailable_finding(record, kb, skipped_topics))
+    if skipped_topics or failed_topics:
+        findings.append(incomplete_checks_finding(record, kb, skipped_topics, failed_topics))
     return findings
 
 
-def data_unavailable_finding(record: PatientRecord, kb: Knowledge, skipped_topics: set[str]) -> Finding:
-    missing = ", ".join(sorted(record.unavailable))
-    checks = "\n".join(f"- {kb.topics[t].display}" for t in sorted(skipped_topics))
+def incomplete_checks_finding(
+    record: PatientRecord, kb: Knowledge, skipped_topics: set[str], failed_topics: set[str]
+) -> Finding:
+    """Say which checks did not run, so that silence is never mistaken for "all clear"."""
+    parts = []
+    if skipped_topics:
+        checks = "\n".join(f"- {kb.topics[t].display}" for t in sorted(skipped_topics))
+        parts.append(
+            f"The EHR's FHIR server did not return this patient's **{', '.join(sorted(record.unavailable))}** "
+            f"in time, so these checks were not performed:\n\n{checks}"
+        )
+    if failed_topics:
+        checks = "\n".join(f"- {kb.topics[t].display}" for t in sorted(failed_topics))
+        parts.append(f"These checks could not be evaluated (the service log has the details):\n\n{checks}")
+    summary = (
+        "Denosumab safety checks incomplete: some patient data could not be retrieved"
+        if skipped_topics else "Denosumab safety checks incomplete: some checks could not be evaluated"
+    )
     return Finding(
         topic=DATA_UNAVAILABLE_TOPIC,
         indicator="info",
-        summary="Denosumab safety checks incomplete: some patient data could not be retrieved",
-        detail=(
-            f"The EHR's FHIR server did not return this patient's **{missing}** in time, so these "
-            f"checks were not performed:\n\n{checks}\n\nReview them by hand before signing."
-        ),
+        summary=summary,
+        detail="\n\n".join(parts) + "\n\nReview them by hand before signing.",
     )

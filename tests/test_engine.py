@@ -1,0 +1,54 @@
+"""The rule engine: a faulty rule or an invalid card never silences the other checks."""
+
+from cds_service.cards import Finding, build_response, response_problems
+from cds_service.knowledge import load_knowledge
+from tests.requests_for_tests import baseline_request
+
+
+def _low_calcium_request():
+    request = baseline_request()
+    for entry in request["prefetch"]["labResults"]["entry"]:
+        if entry["resource"]["id"] == "lab-ca-1":
+            entry["resource"]["valueQuantity"]["value"] = 7.6
+    return request
+
+
+def test_a_rule_that_raises_is_reported_and_the_others_still_answer(client, monkeypatch):
+    app_service = client.application.extensions["denosumab_cds"]
+    broken = next(rule for rule in app_service.rules if rule.topic == "dental-clearance")
+
+    def explode(_ctx):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(broken.module, "evaluate", explode)
+    response = client.post("/cds-services/order-sign", json=_low_calcium_request())
+    assert response.status_code == 200
+    cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+    assert "hypocalcemia" in cards
+    assert "could not be evaluated" in cards["data-unavailable"]["detail"]
+
+
+def test_an_invalid_card_is_dropped_not_sent(client, monkeypatch):
+    app_service = client.application.extensions["denosumab_cds"]
+    rule = next(rule for rule in app_service.rules if rule.topic == "pediatric")
+    monkeypatch.setattr(rule.module, "evaluate", lambda ctx: Finding("pediatric", "warning", "x" * 200, "too long"))
+    response = client.post("/cds-services/order-sign", json=_low_calcium_request())
+    assert response.status_code == 200
+    topics = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
+    assert "pediatric" not in topics and "hypocalcemia" in topics
+
+
+def test_cards_are_ordered_critical_warning_info_and_one_per_topic():
+    kb = load_knowledge()
+    findings = [
+        Finding("pediatric", "warning", "Child", "d"),
+        Finding("dental-clearance", "info", "Dental exam overdue", "d"),
+        Finding("hypocalcemia", "critical", "Low calcium", "d"),
+        Finding("dental-clearance", "warning", "No dental clearance", "d"),
+    ]
+    cards = build_response(findings, kb)["cards"]
+    assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == [
+        ("hypocalcemia", "critical"), ("dental-clearance", "warning"), ("pediatric", "warning"),
+    ]
+    assert not response_problems({"cards": cards})
+    assert all("*Source:*" in c["detail"] and c["overrideReasons"] for c in cards)
