@@ -16,6 +16,7 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, bad_request, operation_outcome
 from cds_service.evaluate import Clock, HookService, utc_now
 from cds_service.logs import log_call
+from cds_service.openapi import openapi_document
 from cds_service.protocol.auth import Caller, anonymous_caller
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _read_json_body():
 
 def create_app(settings: Settings | None = None, *, hook_service: HookService | None = None, clock: Clock | None = None) -> Flask:
     settings = settings or load_settings()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files: nothing to serve but the API
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
@@ -58,18 +59,34 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     app.extensions["denosumab_cds_jwt"] = verifier
 
     def authenticate() -> Caller:
+        if "caller" in g:  # once per request: a second check would see its own jti as a replay
+            return g.caller
         if verifier is None:
-            return anonymous_caller(settings)
-        audience = f"{settings.public_base_url}{request.path}"
-        return verifier.verify(request.headers.get("Authorization"), audience)
+            g.caller = anonymous_caller(settings)
+        else:
+            audience = f"{settings.public_base_url}{request.path}"
+            g.caller = verifier.verify(request.headers.get("Authorization"), audience)
+        return g.caller
 
     @app.before_request
     def start_timer():
         g.started = time.perf_counter()
 
+    @app.before_request
+    def authenticate_cds_routes():
+        # Every /cds-services route, including any added later, needs a verified caller; a CORS
+        # preflight carries no credentials and is answered without one.
+        if request.method != "OPTIONS" and (request.path == "/cds-services" or request.path.startswith("/cds-services/")):
+            authenticate()
+
+    openapi = openapi_document(service.services)
+
+    @app.get("/openapi.json")
+    def openapi_description():
+        return _json_response(openapi)
+
     @app.get("/cds-services")
     def discovery():
-        authenticate()
         return _json_response(service.discovery())
 
     @app.post("/cds-services/<service_id>")

@@ -4,10 +4,11 @@ queries in parallel under one deadline. A slow or failing server costs data, nev
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -16,6 +17,7 @@ from cds_service.protocol.bundles import bundle_resources, next_link
 
 logger = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
+_AMBIGUOUS_URL_CHARS = re.compile(r"[\\\s\x00-\x1f\x7f]")
 
 
 def _origin_and_path(url: str) -> tuple[str, str, int | None, str]:
@@ -24,8 +26,19 @@ def _origin_and_path(url: str) -> tuple[str, str, int | None, str]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.rstrip("/")
 
 
+def _is_unambiguous(url: str) -> bool:
+    """False for URLs that URL parsers read differently (urlsplit here, urllib3 when sending):
+    userinfo, backslashes, whitespace or control characters, and dot segments (raw or
+    percent-encoded), which urllib3 or the server resolve to a path outside the base."""
+    if _AMBIGUOUS_URL_CHARS.search(url) or "@" in urlsplit(url).netloc:
+        return False
+    return not any(segment in (".", "..") for segment in unquote(urlsplit(url).path).split("/"))
+
+
 def is_allowed_base(url: str, allowed_bases: tuple[str, ...]) -> bool:
     """Scheme, host and port equal, and the path under the allowed base's path."""
+    if not _is_unambiguous(url):
+        return False
     try:
         scheme, host, port, path = _origin_and_path(url)
     except ValueError:  # e.g. a port out of range
