@@ -147,7 +147,9 @@ def test_yorvipath_is_not_an_osteoporosis_agent_but_forteo_is(kb):
 
 def test_zoledronic_acid_sets(kb):
     assert kb.concepts_for(RXNORM, "705875") == {"zoledronic-acid", "zoledronic-acid-5mg"}  # Reclast SBD
-    assert kb.concepts_for(RXNORM, "705824") == {"zoledronic-acid", "zoledronic-acid-5mg"}
+    assert kb.concepts_for(RXNORM, "705824") == {
+        "zoledronic-acid", "zoledronic-acid-5mg", "transition-zoledronic-acid-order"  # the SCD the transition card orders
+    }
     assert kb.concepts_for(RXNORM, "1114085") == {"zoledronic-acid"}  # Zometa-type 4 mg/100 mL
     assert kb.concepts_for(RXNORM, "77655") == {"zoledronic-acid"}
     zol = {(c.system, c.code) for c in kb.value_sets["zoledronic-acid"].codings}
