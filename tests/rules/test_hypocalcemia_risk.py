@@ -1,0 +1,123 @@
+"""hypocalcemia-risk: each risk factor, the critical combination, and what does not count."""
+
+import pytest
+
+from cds_service.rules import hypocalcemia_risk
+from tests.rules.record_builders import (
+    CPT, ICD10CM, RXNORM, SNOMED, actions, created_codes, condition, egfr, evaluate, medication_order, observation,
+    procedure, days_ago,
+)
+
+CINACALCET = {"system": RXNORM, "code": "432402", "display": "cinacalcet 30 MG Oral Tablet"}
+PARSABIV = {"system": RXNORM, "code": "1876136", "display": "1 ML etelcalcetide 5 MG/ML Injection [Parsabiv]"}
+
+
+def indicator(*resources):
+    finding = evaluate(hypocalcemia_risk, resources)
+    return finding.indicator if finding else None
+
+
+def test_no_risk_factor_no_card():
+    assert indicator(egfr(72), condition("M81.0")) is None
+
+
+@pytest.mark.parametrize("loinc", ["98979-8", "98980-6", "62238-1", "33914-3", "77147-7", "88294-4", "50044-7", "69405-9"])
+def test_egfr_below_30_under_any_of_its_loinc_codes(loinc):
+    finding = evaluate(hypocalcemia_risk, [egfr(24, loinc=loinc)])
+    assert finding.indicator == "warning"
+    assert "eGFR 24 mL/min/1.73m2" in finding.detail and "on 2026-11-15" in finding.detail
+
+
+@pytest.mark.parametrize("value, expected", [(29.9, "warning"), (30, None), (45, None)])
+def test_egfr_limit(value, expected):
+    assert indicator(egfr(value)) == expected
+
+
+def test_only_the_latest_egfr_within_twelve_months_counts():
+    assert indicator(egfr(25, days=400)) is None
+    assert indicator(egfr(25, days=200), egfr(48, days=20)) is None
+    assert indicator(egfr(48, days=200), egfr(25, days=20)) == "warning"
+
+
+def test_advanced_ckd_lists_the_boxed_warning_steps_with_latest_values():
+    pth = observation("2731-8", 410, "pg/mL", days_ago(40))
+    finding = evaluate(hypocalcemia_risk, [egfr(22), pth])
+    assert "evaluate for CKD-MBD" in finding.detail
+    assert "intact PTH: 410 pg/mL on 2026-10-16" in finding.detail
+    assert "1,25-(OH)2 vitamin D: none on file" in finding.detail
+    assert "expertise" in finding.detail and "weekly for the first month" in finding.detail
+    assert created_codes(finding) == {"2731-8", "17861-6", "1751-7", "62292-8", "1649-3"}
+
+
+@pytest.mark.parametrize("code, system", [("Z99.2", ICD10CM), ("105502003", SNOMED), ("428982002", SNOMED)])
+def test_dialysis_dependence_as_a_condition(code, system):
+    finding = evaluate(hypocalcemia_risk, [condition(code, system)])
+    assert finding.indicator == "warning" and "Dialysis dependence" in finding.detail
+
+
+def test_resolved_dialysis_dependence_does_not_count():
+    assert indicator(condition("Z99.2", clinical="resolved", abatement="2025-01-10")) is None
+
+
+@pytest.mark.parametrize("code, system", [("90935", CPT), ("90937", CPT), ("302497006", SNOMED), ("71192002", SNOMED)])
+def test_recent_dialysis_procedures(code, system):
+    finding = evaluate(hypocalcemia_risk, [procedure(code, system, days=2), procedure(code, system, days=4)])
+    assert finding.indicator == "warning" and "2 dialysis sessions in the last 90 days" in finding.detail
+
+
+@pytest.mark.parametrize("days, status", [(100, "completed"), (3, "not-done"), (3, "entered-in-error")])
+def test_dialysis_procedures_that_do_not_count(days, status):
+    assert indicator(procedure("90935", CPT, days=days, status=status)) is None
+
+
+@pytest.mark.parametrize("code, system", [("N18.4", ICD10CM), ("N18.5", ICD10CM), ("N18.6", ICD10CM),
+                                          ("431857002", SNOMED), ("46177005", SNOMED)])
+def test_ckd_stage_4_5_and_esrd_diagnoses(code, system):
+    finding = evaluate(hypocalcemia_risk, [condition(code, system)])
+    assert finding.indicator == "warning" and "Advanced chronic kidney disease" in finding.detail
+
+
+def test_resolved_ckd_does_not_count():
+    assert indicator(condition("N18.4", clinical="resolved", abatement="2023-06-15"), egfr(62)) is None
+
+
+def test_ckd_stage_3_is_not_advanced():
+    assert indicator(condition("N18.30")) is None
+
+
+@pytest.mark.parametrize("compounding", [
+    lambda: condition("N25.0"), lambda: condition("N25.81"), lambda: condition("16726004", SNOMED),
+    lambda: medication_order(CINACALCET), lambda: medication_order(PARSABIV),
+])
+def test_advanced_ckd_with_ckd_mbd_or_calcimimetic_is_critical(compounding):
+    assert indicator(egfr(18), compounding()) == "critical"
+    assert indicator(condition("Z99.2"), compounding()) == "critical"
+
+
+def test_ckd_mbd_or_calcimimetic_without_advanced_ckd_is_a_warning():
+    assert indicator(condition("N25.81"), egfr(41)) == "warning"
+    assert indicator(medication_order(CINACALCET), egfr(41)) == "warning"
+
+
+def test_a_stopped_calcimimetic_does_not_count():
+    assert indicator(egfr(18), medication_order(CINACALCET, status="stopped")) == "warning"
+    assert indicator(medication_order(CINACALCET, status="completed")) is None
+
+
+@pytest.mark.parametrize("code, label", [("E20.9", "Hypoparathyroidism"), ("E89.2", "Hypoparathyroidism"),
+                                         ("K90.0", "Malabsorption"), ("K90.9", "Malabsorption")])
+def test_hypoparathyroidism_and_malabsorption_ask_for_a_post_dose_mineral_check(code, label):
+    finding = evaluate(hypocalcemia_risk, [condition(code)])
+    assert finding.indicator == "warning"
+    assert f"{label}: " in finding.detail and "10-14 days after the denosumab injection" in finding.detail
+    assert created_codes(finding) == {"17861-6", "1751-7", "2777-1", "19123-9"}
+    notes = {resource["note"][0]["text"] for kind, resource in actions(finding) if kind == "create"}
+    assert notes == {"Draw 10-14 days after the denosumab injection."}
+
+
+def test_every_factor_found_is_listed():
+    finding = evaluate(hypocalcemia_risk, [egfr(14), condition("N18.6"), condition("N25.0"),
+                                           medication_order(CINACALCET, text="Cinacalcet 30 mg tablet"), condition("E89.2")])
+    assert finding.indicator == "critical"
+    for expected in ("eGFR 14", "N18.6", "CKD-MBD: ", "Calcimimetic: Cinacalcet 30 mg tablet", "Hypoparathyroidism: "):
+        assert expected in finding.detail
