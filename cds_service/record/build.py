@@ -208,6 +208,7 @@ class _Builder:
             id=model.id,
             concepts=concepts,
             name=name,
+            name_concepts=self.kb.concepts_for_text(name),
             status=model.status,
             intent=getattr(model, "intent", None),
             is_draft_order=draft,

@@ -74,6 +74,7 @@ class MedicationEntry:
     reason_concepts: frozenset[str] = frozenset()
     reason_references: tuple[str, ...] = ()
     codings: tuple[Coding, ...] = ()
+    name_concepts: frozenset[str] = frozenset()  # value sets its name names (medication-names.csv), coded or not
 
     @property
     def reference(self) -> str | None:

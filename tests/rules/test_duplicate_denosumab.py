@@ -1,0 +1,96 @@
+"""duplicate-denosumab: another active denosumab order, or a second denosumab draft."""
+
+import pytest
+
+from tests.rules.hook_calls import (
+    ICD10CM, PROLIA, XGEVA, add, add_draft, condition, make_initiating, medication_request, the_draft, topic_card,
+)
+from tests.requests_for_tests import as_order_select, baseline_request
+
+TOPIC = "duplicate-denosumab"
+WYOST_NDC = {"system": "http://hl7.org/fhir/sid/ndc", "code": "61314022894", "display": "WYOST 120MG/1.7ML"}
+GCTB = [{"system": ICD10CM, "code": "D48.0", "display": "Neoplasm of uncertain behavior of bone and articular cartilage"}]
+
+
+def test_the_well_managed_prolia_patient_is_silent(client):
+    assert topic_card(client, baseline_request(), TOPIC) is None
+
+
+@pytest.mark.parametrize("status, fires", [
+    ("active", True), ("on-hold", True),
+    ("completed", False), ("stopped", False), ("cancelled", False), ("entered-in-error", False), ("draft", False),
+])
+def test_another_order_in_the_history_counts_only_when_active(client, status, fires):
+    request = baseline_request()
+    add(request, "medicationRequests", medication_request(
+        "mr-xgeva-old", XGEVA, status=status, dose_mg=120, period=4, unit="wk", authored="2026-09-01T10:00:00Z"))
+    card = topic_card(client, request, TOPIC)
+    assert (card is not None) == fires
+    if fires:
+        assert card["indicator"] == "critical"
+        assert f"MedicationRequest/mr-xgeva-old) — {status} order, written 2026-09-01" in card["detail"]
+        assert "same active ingredient" in card["detail"]
+        assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/draft-prolia-1"
+
+
+def test_an_active_medication_statement_is_not_an_order(client):
+    request = baseline_request()
+    add(request, "medicationStatements", {
+        "resourceType": "MedicationStatement", "id": "ms-prolia", "status": "active",
+        "medicationCodeableConcept": {"coding": [PROLIA]}, "subject": {"reference": "Patient/pat-wm-0001"},
+        "effectiveDateTime": "2026-05-28",
+    })
+    assert topic_card(client, request, TOPIC) is None
+
+
+def test_the_draft_itself_in_the_prefetch_is_not_a_duplicate(client):
+    request = baseline_request()
+    stored = dict(the_draft(request), status="active")
+    add(request, "medicationRequests", stored)
+    assert topic_card(client, request, TOPIC) is None
+
+
+def test_a_second_draft_biosimilar_coded_by_ndc(client):
+    request = baseline_request()
+    add_draft(request, medication_request("draft-wyost", WYOST_NDC, dose_mg=120, period=4, unit="wk"))
+    card = topic_card(client, request, TOPIC)
+    assert card["indicator"] == "critical" and "Prolia-type (60 mg) and Xgeva-type (120 mg)" in card["detail"]
+    removed = {a["resourceId"] for s in card["suggestions"] for a in s["actions"]}
+    assert removed == {"MedicationRequest/draft-prolia-1", "MedicationRequest/draft-wyost"}
+
+
+def test_order_select_counts_every_draft_not_only_the_selected_one(client):
+    request = as_order_select(baseline_request())
+    add_draft(request, medication_request("draft-prolia-2", PROLIA))  # not selected, still being written
+    card = topic_card(client, request, TOPIC)
+    assert "draft-prolia-2" in card["detail"]
+    assert [a["resourceId"] for s in card["suggestions"] for a in s["actions"]] == ["MedicationRequest/draft-prolia-1"]
+
+
+def test_a_non_denosumab_second_draft_is_not_a_duplicate(client):
+    request = baseline_request()
+    add_draft(request, medication_request("draft-ca", {
+        "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "608343", "display": "calcium carbonate / cholecalciferol"}))
+    assert topic_card(client, request, TOPIC) is None
+
+
+def gctb_pair(second_text):
+    request = baseline_request()
+    make_initiating(request)
+    request["context"]["draftOrders"]["entry"][0]["resource"] = medication_request(
+        "draft-xgeva-q4w", XGEVA, dose_mg=120, period=4, unit="wk")
+    add_draft(request, medication_request("draft-xgeva-loading", XGEVA, dose_mg=120, text=second_text))
+    return request
+
+
+def test_a_loading_dose_order_beside_the_gctb_regimen_is_not_a_duplicate(client):
+    request = gctb_pair("120 mg SC on day 8 and day 15")
+    assert topic_card(client, request, TOPIC) is not None  # no loading-dose indication on record yet
+    add(request, "conditions", condition("cond-gctb", GCTB, "Giant cell tumour of bone"))
+    assert topic_card(client, request, TOPIC) is None
+
+
+def test_a_second_plain_xgeva_draft_for_gctb_is_still_a_duplicate(client):
+    request = gctb_pair("120 mg SC every 4 weeks")
+    add(request, "conditions", condition("cond-gctb", GCTB, "Giant cell tumour of bone"))
+    assert topic_card(client, request, TOPIC)["indicator"] == "critical"
