@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, bad_request, operation_outcome
 from cds_service.evaluate import Clock, HookService, utc_now
+from cds_service.feedback import open_feedback
 from cds_service.logs import log_call
 from cds_service.openapi import openapi_document
 from cds_service.protocol.auth import Caller, anonymous_caller
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
     app.extensions["denosumab_cds"] = service
+    feedback_receiver = app.extensions["denosumab_cds_feedback"] = open_feedback(settings, service)  # + card ledger
     CORS(
         app,
         origins=list(settings.cors_origins),
@@ -98,6 +100,12 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         g.outcome = outcome
         headers = {"X-Skipped-Resources": str(len(outcome.skipped))} if outcome.skipped else None
         return _json_response(outcome.response, headers=headers)
+
+    @app.post("/cds-services/<service_id>/feedback")
+    def feedback(service_id: str):
+        g.service_id = service_id
+        service.service(service_id)  # 404 for a service that does not exist
+        return _json_response(feedback_receiver.receive(service_id, _read_json_body()))
 
     @app.errorhandler(CdsError)
     def cds_error(error: CdsError):

@@ -1,4 +1,4 @@
-"""`denosumab-cds`: serve the service, or check one saved hook request offline."""
+"""`denosumab-cds`: serve the service, check one saved hook request offline, or report card outcomes."""
 
 from __future__ import annotations
 
@@ -83,6 +83,12 @@ def _check(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from cds_service.report import run_report
+
+    return run_report(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--as-of", help="evaluate as of this ISO date-time instead of now")
     check.add_argument("--fixture-time", action="store_true", help="evaluate as of the fixture's asOf")
     check.set_defaults(handler=_check)
+    report = commands.add_parser("report", help="card outcomes per topic (accepted, overridden, reasons) for the CDS committee")
+    report.add_argument("--config", help="TOML configuration file whose [store] url to read")
+    report.add_argument("--since", help="cards issued on or after this date (YYYY-MM-DD, UTC) or ISO date-time")
+    report.add_argument("--until", help="cards issued before this date or date-time")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic")
+    report.add_argument("--plot", help="also write a bar chart of acceptance by topic: an HTML page, or SVG if PATH ends in .svg")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -48,6 +48,7 @@ class Settings:
     workers: int = 2
     threshold_overrides: dict[str, float] = field(default_factory=dict)
     store_url: str | None = None
+    patient_hash_key: str | None = field(default=None, repr=False)  # HMAC key of the card ledger
     cors_origins: tuple[str, ...] = ("*",)
     source_path: Path | None = None
 
@@ -106,6 +107,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         workers=int(server.get("workers", 2)),
         threshold_overrides={k: float(v) for k, v in thresholds.items()},
         store_url=store.get("url"),
+        patient_hash_key=store.get("patient_hash_key"),
         cors_origins=tuple(server.get("cors_origins", ["*"])),
         source_path=source_path,
     )

@@ -31,6 +31,12 @@ def assert_valid_cds_response(body: dict) -> None:
     assert not problems, problems
 
 
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    """Each test gets its own store (card ledger, feedback, JWT replay cache), never ./var."""
+    monkeypatch.setenv("DENOSUMAB_CDS_STORE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings()

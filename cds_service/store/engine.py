@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 DEFAULT_STORE_URL = "sqlite:///var/denosumab-cds.sqlite3"
+STORE_URL_ENV_VAR = "DENOSUMAB_CDS_STORE_URL"  # used when no `[store] url` is configured
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -20,8 +22,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def create_store_engine(url: str | None = None) -> Engine:
-    """An engine for `url` (default: SQLite file under ./var); creates the SQLite folder."""
-    parsed = make_url(url or DEFAULT_STORE_URL)
+    """An engine for `url` (default: $DENOSUMAB_CDS_STORE_URL, else a SQLite file under ./var);
+    creates the SQLite folder."""
+    parsed = make_url(url or os.environ.get(STORE_URL_ENV_VAR) or DEFAULT_STORE_URL)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
