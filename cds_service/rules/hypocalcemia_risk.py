@@ -103,8 +103,9 @@ def _advanced_ckd_steps(ctx: RuleContext) -> str:
     workup = "\n".join(f"  - {label}: {_latest_value(ctx, analyte)}" for analyte, label in CKD_MBD_WORKUP)
     weekly_phase = common.fmt_number(ctx.threshold("calcium_monitoring_advanced_ckd_weekly_phase_days"))
     return (
-        "**Advanced chronic kidney disease (Prolia boxed warning):** severe hypocalcemia, including "
-        "hospitalization and deaths, has followed denosumab; CKD-MBD markedly increases the risk.\n"
+        "**Advanced chronic kidney disease (Prolia boxed warning; the Xgeva label warns likewise for severe "
+        "renal impairment or dialysis):** severe hypocalcemia, including hospitalization and deaths, has followed "
+        "denosumab; CKD-MBD markedly increases the risk.\n"
         f"1. Before starting, evaluate for CKD-MBD — latest values:\n{workup}\n"
         "2. Treatment should be supervised by a provider with expertise in diagnosing and managing CKD-MBD.\n"
         f"3. Monitor serum calcium weekly for the first month ({weekly_phase} days) after the dose, then "
