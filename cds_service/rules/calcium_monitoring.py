@@ -57,7 +57,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         summary=summary,
         detail=_detail(ctx, advanced_ckd),
         suggestions=(
-            common.calcium_recheck_suggestion(ctx, reason="Serum calcium before denosumab (none in the last 30 days)"),
+            common.calcium_recheck_suggestion(ctx, reason=f"Serum calcium before denosumab (none in the last {days} days)"),
         ),
     )
 
