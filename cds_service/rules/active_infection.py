@@ -14,7 +14,7 @@ Serious Infections.
 
 from __future__ import annotations
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Finding
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
 
@@ -32,19 +32,12 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         "Denosumab may increase the risk of serious infections. **Ensure complete clinical resolution "
         "before the dose**; if the infection has already resolved, mark the diagnosis resolved."
     )
-    suggestions = tuple(
-        Suggestion(
-            label=f"Defer {order.name} until the infection has resolved",
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        )
-        for order in ctx.orders
-        if order.reference
-    )
+    cancel = common.cancel_draft_orders_suggestion(ctx, "Defer denosumab until the infection has resolved")
     return Finding(
         topic=TOPIC,
         indicator="warning",
         summary="Active infection: resolve it before giving denosumab",
         detail=detail,
-        suggestions=suggestions,
+        suggestions=(cancel,) if cancel else (),
     )
 

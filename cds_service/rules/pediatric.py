@@ -12,7 +12,7 @@ Patients"; Xgeva label (GCTB in skeletally mature adolescents).
 
 from __future__ import annotations
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Finding
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
 
@@ -44,18 +44,11 @@ def pediatric_finding(ctx: RuleContext, age: int) -> Finding:
         )
         + "**Do not start without a pediatric bone specialist**; if given, monitor calcium during and after therapy."
     )
-    suggestions = tuple(
-        Suggestion(
-            label=f"Cancel {order.name}",
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        )
-        for order in ctx.orders
-        if order.reference
-    )
+    cancel = common.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
     return Finding(
         topic=TOPIC,
         indicator="warning",
         summary=f"Denosumab in a patient aged {age}: not established under {limit}, severe hypercalcemia reported",
         detail=detail,
-        suggestions=suggestions,
+        suggestions=(cancel,) if cancel else (),
     )

@@ -110,20 +110,13 @@ def pregnant_finding(ctx: RuleContext, diagnoses, positives) -> Finding:
         "**Do not give it.** If the pregnancy has ended, update the problem list and confirm with a "
         f"pregnancy test; advise {contraception_text(ctx)}."
     )
-    suggestions = tuple(
-        Suggestion(
-            label=f"Cancel {order.name}",
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        )
-        for order in ctx.orders
-        if order.reference
-    )
+    cancel = common.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
     return Finding(
         topic=TOPIC,
         indicator="critical",
         summary="Pregnancy: denosumab can cause fetal harm - do not give",
         detail=detail,
-        suggestions=suggestions,
+        suggestions=(cancel,) if cancel else (),
     )
 
 

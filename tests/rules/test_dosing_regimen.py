@@ -195,3 +195,11 @@ def test_regimen_of(kwargs, regimen):
 ])
 def test_dose_mg_in_text(text, dose):
     assert dose_mg_in_text(text) == dose
+
+
+def test_signing_the_suggested_loading_order_settles_the_card_without_a_duplicate(client):
+    request = gctb_start()
+    suggested = topic_card(client, request, TOPIC)["suggestions"][0]["actions"][0]["resource"]
+    add_draft(request, dict(suggested, id="draft-loading"))
+    assert topic_card(client, request, TOPIC) is None
+    assert topic_card(client, request, "duplicate-denosumab") is None
