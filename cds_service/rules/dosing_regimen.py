@@ -87,7 +87,7 @@ def interval_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
 def interval_days(order: MedicationEntry) -> float | None:
     """Days between doses as the order's timing says; None when unwritten or a single dose."""
     timing = order.timing
-    if timing is None or timing.period_days is None or timing.count == 1:
+    if timing is None or timing.period_days is None or timing.period_days <= 0 or timing.count == 1:
         return None
     return timing.period_days
 

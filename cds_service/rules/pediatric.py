@@ -22,7 +22,8 @@ NEEDS = frozenset({"patient", "conditions"})
 
 def evaluate(ctx: RuleContext) -> Finding | None:
     age = ctx.record.patient.age_in_years(ctx.as_of)
-    if age is None or age >= ctx.threshold("pediatric_age_below_years"):
+    # No birth date, or one after the call (a data error), tells nothing about age.
+    if age is None or age < 0 or age >= ctx.threshold("pediatric_age_below_years"):
         return None
     return pediatric_finding(ctx, age)
 

@@ -47,6 +47,11 @@ def test_a_once_only_order_has_no_interval(client):
     assert topic_card(client, with_timing(baseline_request(), 1, "d", count=1), TOPIC) is None
 
 
+@pytest.mark.parametrize("period, unit", [(-3, "mo"), (0, "mo"), (3, "fortnight"), ("often", "mo")])
+def test_nonsense_timing_is_no_interval_and_no_error(client, period, unit):
+    assert topic_card(client, with_timing(baseline_request(), period, unit), TOPIC) is None
+
+
 def test_timing_code_q6m_without_repeat_is_read(client):
     request = baseline_request()
     the_draft(request)["dosageInstruction"][0]["timing"] = {"code": {"coding": [{"code": "Q6M"}], "text": "every 6 months"}}

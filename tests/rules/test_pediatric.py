@@ -18,7 +18,7 @@ def test_under_18_warns_with_age_and_birth_date(client, birth_date, age):
     assert card["suggestions"][0]["actions"][0]["resourceId"] == "MedicationRequest/draft-prolia-1"
 
 
-@pytest.mark.parametrize("birth_date", ["2008-11-25", "1958-03-14", ""])
+@pytest.mark.parametrize("birth_date", ["2008-11-25", "1958-03-14", "", "2027-01-01"])
 def test_18_today_adults_and_unknown_age_are_silent(client, birth_date):
     request = baseline_request()
     set_patient(request, birth_date=birth_date)
