@@ -24,6 +24,8 @@ Pitfalls to Avoid" #4.
 
 from __future__ import annotations
 
+import math
+
 from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
@@ -87,7 +89,9 @@ def interval_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
 def interval_days(order: MedicationEntry) -> float | None:
     """Days between doses as the order's timing says; None when unwritten or a single dose."""
     timing = order.timing
-    if timing is None or timing.period_days is None or timing.period_days <= 0 or timing.count == 1:
+    if timing is None or timing.period_days is None or timing.count == 1:
+        return None
+    if not 0 < timing.period_days < math.inf:  # nonsense such as 1e308 years
         return None
     return timing.period_days
 

@@ -15,6 +15,8 @@ Source: Prolia ISI ("Patients receiving Prolia should not receive Xgeva"); Xgeva
 
 from __future__ import annotations
 
+import math
+
 from cds_service.cards import Action, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
@@ -55,7 +57,7 @@ def describe(order: MedicationEntry) -> str:
     dosage = []
     if order.dose_mg is not None:
         dosage.append(f"{common.fmt_number(order.dose_mg)} mg")
-    if order.timing is not None and order.timing.period_days is not None:
+    if order.timing is not None and order.timing.period_days is not None and 0 < order.timing.period_days < math.inf:
         dosage.append(f"every {common.fmt_number(round(order.timing.period_days))} days")
     elif order.dosage_text:
         dosage.append(order.dosage_text)

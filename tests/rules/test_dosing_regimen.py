@@ -47,7 +47,7 @@ def test_a_once_only_order_has_no_interval(client):
     assert topic_card(client, with_timing(baseline_request(), 1, "d", count=1), TOPIC) is None
 
 
-@pytest.mark.parametrize("period, unit", [(-3, "mo"), (0, "mo"), (3, "fortnight"), ("often", "mo")])
+@pytest.mark.parametrize("period, unit", [(-3, "mo"), (0, "mo"), (1e308, "a"), (3, "fortnight"), ("often", "mo")])
 def test_nonsense_timing_is_no_interval_and_no_error(client, period, unit):
     assert topic_card(client, with_timing(baseline_request(), period, unit), TOPIC) is None
 

@@ -94,3 +94,11 @@ def test_a_second_plain_xgeva_draft_for_gctb_is_still_a_duplicate(client):
     request = gctb_pair("120 mg SC every 4 weeks")
     add(request, "conditions", condition("cond-gctb", GCTB, "Giant cell tumour of bone"))
     assert topic_card(client, request, TOPIC)["indicator"] == "critical"
+
+
+def test_a_nonsense_interval_on_the_other_order_is_not_shown(client):
+    request = baseline_request()
+    add(request, "medicationRequests", medication_request(
+        "mr-xgeva-odd", XGEVA, status="active", dose_mg=120, period=1e308, unit="a", authored="2026-09-01T10:00:00Z"))
+    card = topic_card(client, request, TOPIC)
+    assert "MedicationRequest/mr-xgeva-odd) — active order, written 2026-09-01: 120 mg [120 mg regimen]" in card["detail"]
