@@ -48,15 +48,18 @@ def service_request(
 
 def medication_request(
     *, codings: tuple[Coding, ...], text: str, dosage_text: str, patient_id: str | None, encounter_id: str | None,
-    reason: str | None = None,
+    reason: str | None = None, timing: dict | None = None,
 ) -> dict:
-    """A draft MedicationRequest coded in RxNorm."""
+    """A draft MedicationRequest coded in RxNorm; `timing` is a FHIR Timing (e.g. once, from a date)."""
+    dosage = {"text": dosage_text}
+    if timing:
+        dosage["timing"] = timing
     resource = {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": _codeable(codings, text),
-        "dosageInstruction": [{"text": dosage_text}],
+        "dosageInstruction": [dosage],
         **_links(patient_id, encounter_id),
     }
     if reason:

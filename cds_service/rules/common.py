@@ -554,3 +554,123 @@ def fmt_condition_dated(condition: ConditionEntry) -> str:
     if condition.onset is None and condition.recorded is not None:
         text += f", recorded {fmt_date(condition.recorded)}"
     return text
+
+
+# --- denosumab history and transition to a bisphosphonate (overdue-dose, transition-needed,
+# transition-timing) -----------------------------------------------------------------------------
+
+# A regimen's dosing interval and the grace after it before a dose counts as late (topic overdue-dose).
+REGIMEN_INTERVAL_AND_GRACE = {
+    "60mg": ("regimen_60mg_interval_days", "regimen_60mg_grace_days"),
+    "120mg": ("regimen_120mg_interval_days", "regimen_120mg_grace_days"),
+}
+REGIMEN_WORDS = {"60mg": "60 mg every 6 months", "120mg": "120 mg every 4 weeks"}
+# Records that never amounted to a drug given or ordered (cancelled, refused, in error, only intended).
+WITHDRAWN_MEDICATION_STATUSES = frozenset(
+    {"entered-in-error", "cancelled", "not-done", "declined", "not-taken", "intended", "draft"}
+)
+_DAYS_PER_MONTH = 30.4375  # calendar average, for wording only ("about 8 months")
+
+
+def history_regimen(ctx: RuleContext) -> str | None:
+    """The regimen the patient has been on: the last dose's, else that of the newest denosumab
+    record (order, statement, dispense) whose regimen is known (e.g. a dose recorded only by the
+    ingredient code, under an order for Prolia)."""
+    last = last_denosumab_dose(ctx)
+    if last is not None and regimen_of(last):
+        return regimen_of(last)
+    for entry in ctx.record.medications:  # newest first
+        if is_denosumab(entry) and entry.status not in WITHDRAWN_MEDICATION_STATUSES and regimen_of(entry):
+            return regimen_of(entry)
+    return None
+
+
+def stopped_denosumab_record(ctx: RuleContext) -> MedicationEntry | None:
+    """The newest denosumab order or statement, when its status says therapy was stopped."""
+    for entry in ctx.record.medications:  # newest first
+        if is_denosumab(entry) and entry.source in ("MedicationRequest", "MedicationStatement"):
+            return entry if entry.status == "stopped" else None
+    return None
+
+
+def bisphosphonates_since(ctx: RuleContext, since: datetime) -> tuple[MedicationEntry, ...]:
+    """Bisphosphonates given or ordered on or after `since`: administrations, dispenses,
+    statements and orders in the history (undated ones only when still active), and the other
+    draft orders of this call. The focused draft orders themselves are not counted."""
+    history = [
+        m for m in ctx.record.medications
+        if m.concepts & BISPHOSPHONATE and m.status not in WITHDRAWN_MEDICATION_STATUSES
+        and ((m.date is not None and since <= m.date <= ctx.as_of) or (m.date is None and is_active_medication(m)))
+    ]
+    drafts = [d for d in ctx.record.draft_orders if d.concepts & BISPHOSPHONATE and d not in ctx.orders]
+    return tuple(history + drafts)
+
+
+def egfr_allows_zoledronic_acid(ctx: RuleContext) -> tuple[LabResult | None, bool | None]:
+    """(latest eGFR within egfr_lookback_days, whether it is at or above egfr_zoledronic_acid_min).
+
+    None for the verdict when there is no eGFR, or a reported bound ("<60", ">30") that does not
+    settle it.
+    """
+    egfr = latest_egfr(ctx)
+    if egfr is None:
+        return None, None
+    limit = ctx.threshold("egfr_zoledronic_acid_min")
+    if egfr.value >= limit and egfr.comparator not in ("<", "<="):
+        return egfr, True
+    if egfr.value < limit and egfr.comparator not in (">", ">="):
+        return egfr, False
+    return egfr, None
+
+
+_GIVEN_AS = {
+    "MedicationAdministration": "given",
+    "MedicationDispense": "dispensed",
+    "MedicationStatement": "recorded as taken",
+    "MedicationRequest": "ordered",
+}
+
+
+def fmt_medication(entry: MedicationEntry) -> str:
+    """'Prolia 60 mg/mL syringe, given 2026-05-28 (MedicationAdministration/madm-1, completed)'."""
+    where = entry.reference or entry.source
+    return f"{entry.name}, {_GIVEN_AS[entry.source]} {fmt_date(entry.date)} ({where}, {entry.status or 'no status'})"
+
+
+def fmt_elapsed(days: int) -> str:
+    """'250 days (about 8 months)'."""
+    months = round(days / _DAYS_PER_MONTH)
+    if months < 2:
+        return f"{days} days"
+    return f"{days} days (about {months} months)"
+
+
+def medication_order_action(
+    ctx: RuleContext, order_set: str, *, dosage_text: str, reason: str, timing: dict | None = None
+) -> Action:
+    """A draft MedicationRequest for the product of `order_set` (one row), for this patient and encounter."""
+    product = order_codings(ctx, order_set)[0]
+    return Action(
+        type="create",
+        description=f"Order {product.display}: {dosage_text}",
+        resource=orders.medication_request(
+            codings=(product,), text=product.display, dosage_text=dosage_text, reason=reason, timing=timing,
+            patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
+        ),
+    )
+
+
+def oral_bisphosphonate_order_action(ctx: RuleContext, *, reason: str) -> Action:
+    """The oral transition bisphosphonate (when zoledronic acid is contraindicated), weekly."""
+    return medication_order_action(
+        ctx, "transition-oral-bisphosphonate-order", reason=reason,
+        dosage_text=(
+            "1 tablet by mouth once weekly, on waking with a full glass of plain water, at least 30 minutes "
+            "before food or other medicines; stay upright for 30 minutes"
+        ),
+    )
+
+
+def transition_due_date(ctx: RuleContext, last_dose: MedicationEntry) -> datetime:
+    """When the follow-on bisphosphonate is due: about 6 months after the last 60 mg injection."""
+    return last_dose.date + timedelta(days=ctx.threshold("transition_due_days"))
