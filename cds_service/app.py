@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 from flask import Flask, Response, g, request
@@ -22,6 +23,7 @@ from cds_service.protocol.auth import Caller, anonymous_caller
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
+BENCH_FLOOR_ENV_VAR = "DENOSUMAB_CDS_BENCH_FLOOR"
 
 
 def _json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -106,6 +108,14 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         g.service_id = service_id
         service.service(service_id)  # 404 for a service that does not exist
         return _json_response(feedback_receiver.receive(service_id, _read_json_body()))
+
+    if os.environ.get(BENCH_FLOOR_ENV_VAR) == "1":
+        # The benchmark's floor (bench/): same server, app and JSON reading, none of the service's
+        # work. Never on unless asked for by name.
+        @app.post("/bench/floor")
+        def bench_floor():
+            _read_json_body()
+            return _json_response({"cards": []})
 
     @app.errorhandler(CdsError)
     def cds_error(error: CdsError):

@@ -15,6 +15,7 @@ from cds_service.errors import CdsError
 from cds_service.logs import configure_logging
 
 logger = logging.getLogger(__name__)
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections in a worker (Python's default: 700)
 
 
 def _serve(args) -> int:
@@ -39,6 +40,9 @@ def _serve(args) -> int:
     def post_fork(_server, _worker):
         # Freeze the start-up heap so request-time garbage collections skip the large import graph.
         gc.freeze()
+        # A parsed prefetch is hundreds of thousands of acyclic containers: with the default 700,
+        # a 10,000-Observation call ran ~300 young and ~3 full collections (bench/RESULTS.md).
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
     class Server(BaseApplication):
         def load_config(self):

@@ -1,0 +1,160 @@
+"""Start `denosumab-cds serve` (gunicorn, real worker processes) for the benchmark, and watch it.
+
+The service runs from the checkout that holds this bench/ (the same code as the console script
+`denosumab-cds serve`, started as `python -m cds_service.cli serve`), with a configuration that
+allows the loopback FHIR server, no JWT, a body limit large enough for the scaling runs, and the
+benchmark floor route switched on (DENOSUMAB_CDS_BENCH_FLOOR=1).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOOR_ENV_VAR = "DENOSUMAB_CDS_BENCH_FLOOR"
+FLOOR_PATH = "/bench/floor"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of a process from /proc/<pid>/status (VmRSS), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen
+    port: int
+    workers: int
+    config_path: Path
+    log_path: Path
+    started_at: float  # time.perf_counter() when the process was spawned
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def worker_pids(self) -> list[int]:
+        return children_of(self.process.pid)
+
+    def worker_rss_kib(self) -> dict[int, int]:
+        return {pid: rss for pid in self.worker_pids() if (rss := rss_kib(pid)) is not None}
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Seconds from spawn until discovery answers 200 (and every worker is forked)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/cds-services")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return time.perf_counter() - self.started_at
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"the service did not answer within {timeout} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of master and workers
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def write_config(directory: Path, *, port: int, workers: int, fhir_base: str | None, max_body_bytes: int,
+                 fhir_timeout_seconds: float | None) -> Path:
+    lines = [
+        f'public_base_url = "http://127.0.0.1:{port}"',
+        "[auth]",
+        "require_jwt = false",
+        "[fhir]",
+        f"allowed_servers = [{f'{chr(34)}{fhir_base}{chr(34)}' if fhir_base else ''}]",
+    ]
+    if fhir_timeout_seconds is not None:
+        lines.append(f"timeout_seconds = {fhir_timeout_seconds}")
+    lines += [
+        "[server]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f"workers = {workers}",
+        f"max_body_bytes = {max_body_bytes}",
+    ]
+    lines += [
+        "[store]",  # the card ledger: a private SQLite file, not ./var of the checkout
+        f'url = "sqlite:///{directory / "bench-store.sqlite3"}"',
+        'patient_hash_key = "benchmark-only-key-0123456789abcdef"',
+    ]
+    path = directory / "bench-service.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def start_service(
+    *, workers: int = 2, fhir_base: str | None = None, max_body_bytes: int = 64 * 1024 * 1024,
+    fhir_timeout_seconds: float | None = None, work_dir: Path | None = None,
+) -> Service:
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="denosumab-bench-"))
+    port = free_port()
+    config = write_config(work_dir, port=port, workers=workers, fhir_base=fhir_base,
+                          max_body_bytes=max_body_bytes, fhir_timeout_seconds=fhir_timeout_seconds)
+    log_path = work_dir / "service.log"
+    env = dict(os.environ, **{FLOOR_ENV_VAR: "1", "PYTHONPATH": str(ROOT)})
+    env.pop("DENOSUMAB_CDS_CONFIG", None)
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_service.cli", "serve", "--config", str(config)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    return Service(process, port, workers, config, log_path, started)
