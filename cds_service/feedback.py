@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cds_service.config import Settings
 from cds_service.errors import CdsError, Issue
@@ -35,6 +36,7 @@ MAX_ENTRIES_PER_BATCH = 1000
 MAX_CODE_LENGTH = 256
 MAX_DISPLAY_LENGTH = 1024
 MAX_ISSUES_REPORTED = 50
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,19 @@ class FeedbackReceiver:
         """Validate, join to the ledger and store a batch atomically; answer the counts."""
         entries = parse_feedback(body)
         received_at = utc_now()
+        try:
+            recorded = self._store(service_id, entries, received_at)
+        except (OperationalError, InterfaceError) as error:
+            # Store down or locked past the busy timeout. A resend is safe (idempotent), so say so.
+            logger.error("feedback store unavailable (%s)", type(error).__name__)
+            raise CdsError(
+                503,
+                (Issue("Feedback cannot be stored right now; send it again later (a resend is never counted twice).", code="transient"),),
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        return {"received": len(entries), "recorded": recorded, "alreadyRecorded": len(entries) - recorded}
+
+    def _store(self, service_id: str, entries: list[FeedbackEntry], received_at: datetime) -> int:
         insert = insert_if_absent(self.engine.dialect.name, feedback).returning(feedback.c.id)
         recorded = 0
         with self.engine.begin() as connection:
@@ -240,7 +255,7 @@ class FeedbackReceiver:
                 }
                 if connection.execute(insert, row).first() is not None:
                     recorded += 1
-        return {"received": len(entries), "recorded": recorded, "alreadyRecorded": len(entries) - recorded}
+        return recorded
 
     @staticmethod
     def _check_against_ledger(connection, service_id: str, entries: list[FeedbackEntry]) -> None:

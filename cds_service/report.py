@@ -237,20 +237,20 @@ _SERIES = (("accepted", "Accepted", "#0072B2"), ("overridden", "Overridden", "#E
 
 def render_svg(report: Report) -> str:
     """A horizontal 100 % stacked bar per topic: accepted, overridden, no response."""
-    bar_height, gap, label_width, bar_width, top = 22, 10, 260, 520, 56
+    bar_height, gap, label_width, bar_width, top = 22, 10, 260, 520, 76
     rows = report.topics
-    height = top + len(rows) * (bar_height + gap) + 40
-    width = label_width + bar_width + 90
+    height = top + len(rows) * (bar_height + gap) + 20
+    width = label_width + bar_width + 150
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         'font-family="Helvetica, Arial, sans-serif" font-size="13" role="img" aria-label="Card outcomes by topic">',
         f'<text x="0" y="18" font-size="16" font-weight="bold">Card outcomes by topic</text>',
-        f'<text x="0" y="36" fill="#555">{html.escape(_period(report))}</text>',
+        f'<text x="0" y="38" fill="#555">{html.escape(_period(report))}</text>',
     ]
     x = label_width
     for key, name, colour in _SERIES:
-        parts.append(f'<rect x="{x}" y="{top - 16}" width="12" height="12" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 16}" y="{top - 6}">{name}</text>')
+        parts.append(f'<rect x="{x}" y="{top - 26}" width="12" height="12" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 16}" y="{top - 16}">{name}</text>')
         x += 130
     for index, row in enumerate(rows):
         y = top + index * (bar_height + gap)
@@ -267,7 +267,7 @@ def render_svg(report: Report) -> str:
             )
             x += w
         parts.append(
-            f'<text x="{label_width + bar_width + 8}" y="{y + bar_height - 6}">{_rate(row)} of {row.issued}</text>'
+            f'<text x="{label_width + bar_width + 8}" y="{y + bar_height - 6}">{_rate(row)} accepted of {row.issued}</text>'
         )
     if not rows:
         parts.append(f'<text x="0" y="{top + 16}">No cards were issued in this period.</text>')

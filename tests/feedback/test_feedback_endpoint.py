@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
+from cds_service.feedback import FeedbackReceiver
 from cds_service.store.schema import feedback
 from tests.feedback.conftest import accepted, card_by_topic, issue_cards, overridden
 
@@ -196,3 +198,18 @@ def test_a_large_batch_is_stored_in_one_go(card_app, card_client):
     engine = card_app.extensions["denosumab_cds_feedback"].engine
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(feedback)).scalar_one() == 40
+
+
+def test_a_store_that_is_down_answers_503_so_the_ehr_retries(card_client, monkeypatch):
+    card = issue_cards(card_client)[0]
+
+    def store_down(*_args):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FeedbackReceiver, "_check_against_ledger", staticmethod(store_down))
+        response = card_client.post(FEEDBACK, json={"feedback": [accepted(card, 0)]})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json()["issue"][0]["code"] == "transient"
+    assert card_client.post(FEEDBACK, json={"feedback": [accepted(card, 0)]}).get_json()["recorded"] == 1
