@@ -104,7 +104,9 @@ class FhirClient:
                     result.truncated = True
                     break
         except (requests.RequestException, IOError, TimeoutError, ValueError) as exc:
-            result.error = type(exc).__name__ if not str(exc) else str(exc)[:120]
+            # Our own messages only: a requests error quotes the URL, which holds the patient id.
+            safe = isinstance(exc, OSError) and not isinstance(exc, requests.RequestException) and str(exc)
+            result.error = str(exc)[:120] if safe else type(exc).__name__
         return result
 
     def fetch_all(

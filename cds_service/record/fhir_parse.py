@@ -95,6 +95,13 @@ def _short(error: dict) -> str:
     return f"{path}: {error['msg']}"
 
 
+def _copy(raw: dict, resource_type: str, resource_id: str | None) -> dict:
+    try:
+        return copy.deepcopy(raw)
+    except RecursionError:  # nested deeper than the stack allows: unreadable, like any bad resource
+        raise InvalidResource(ParseProblem(resource_type, resource_id, "nested too deeply")) from None
+
+
 def parse_resource(raw, *, draft: bool = False):
     """Validate `raw` (a dict) as its R4B model; returns the model or raises InvalidResource."""
     if not isinstance(raw, dict):
@@ -110,7 +117,7 @@ def parse_resource(raw, *, draft: bool = False):
     data = raw
     copied = False
     if draft and resource_type == "MedicationRequest" and "intent" not in raw:
-        data, copied = copy.deepcopy(raw), True
+        data, copied = _copy(raw, resource_type, resource_id), True
         _defaults_for_drafts(data)
     for _ in range(MAX_REPAIR_ROUNDS):
         try:
@@ -120,7 +127,7 @@ def parse_resource(raw, *, draft: bool = False):
         except (ValueError, TypeError, RecursionError) as exc:  # pathological input inside validators
             raise InvalidResource(ParseProblem(resource_type, resource_id, type(exc).__name__)) from None
         if not copied:
-            data, copied = copy.deepcopy(raw), True
+            data, copied = _copy(raw, resource_type, resource_id), True
         if not all(_repair(data, error) for error in errors):
             unrepaired = [e for e in errors if e["type"] not in ("list_type", "extra_forbidden")]
             raise InvalidResource(
