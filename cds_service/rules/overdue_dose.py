@@ -128,7 +128,7 @@ def _detail(ctx: RuleContext, last: MedicationEntry, regimen: str, overdue_since
             "missed 60 mg dose, bone turnover rebounds: rapid bone loss and multiple vertebral fractures "
             "have been reported. Ask about new back pain and consider spine imaging for vertebral "
             "fractures. If denosumab is not to be continued, do not simply stop: give a bisphosphonate "
-            "(zoledronic acid 5 mg IV) instead."
+            f"(zoledronic acid {common.fmt_number(ctx.threshold('transition_zoledronic_acid_dose_mg'))} mg IV) instead."
         )
     else:
         text += (

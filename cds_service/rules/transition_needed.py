@@ -119,7 +119,7 @@ def _detail(
     closing = "" if due > ctx.as_of else ")"
     text += (
         "Stopping denosumab without a follow-on bisphosphonate causes rebound bone loss and multiple "
-        f"vertebral fractures. Give **zoledronic acid 5 mg IV once**, about 6 months after the last injection: "
+        "vertebral fractures. Start the bisphosphonate about 6 months after the last injection: "
         f"{when} **{common.fmt_date(due)}**{closing}.\n\n"
     )
     if rebound_may_be_under_way(ctx, last):
@@ -129,12 +129,13 @@ def _detail(
             "continued instead, give the overdue dose now.\n\n"
         )
     limit = common.fmt_number(ctx.threshold("egfr_zoledronic_acid_min"))
+    zoledronic_acid = f"**zoledronic acid {common.fmt_number(ctx.threshold('transition_zoledronic_acid_dose_mg'))} mg IV once**"
     if egfr is None:
         since = common.fmt_date(ctx.days_before("egfr_lookback_days"))
         text += (
-            f"**No eGFR since {since}.** Zoledronic acid is contraindicated with creatinine clearance "
-            f"< {limit} mL/min: check renal function (and calcium) before the infusion, and use an oral "
-            "bisphosphonate instead if eGFR is below that."
+            f"**No eGFR since {since}.** Give {zoledronic_acid} once renal function is checked: it is "
+            f"contraindicated with creatinine clearance < {limit} mL/min (then use an oral bisphosphonate). "
+            "Check calcium before the infusion too."
         )
     elif zoledronic_acid_allowed is False:
         text += (
@@ -143,11 +144,11 @@ def _detail(
             "(check the product's own renal limits, and consider specialist advice in advanced CKD)."
         )
     elif zoledronic_acid_allowed:
-        text += f"Latest eGFR {common.fmt_result(egfr)} (at least {limit}): zoledronic acid can be given; check calcium first."
+        text += f"Latest eGFR {common.fmt_result(egfr)} (at least {limit}): give {zoledronic_acid}; check calcium first."
     else:
         text += (
             f"Latest eGFR {common.fmt_result(egfr)} does not show whether it is at least {limit}: confirm renal "
-            "function before the infusion."
+            f"function, then give {zoledronic_acid} (contraindicated with creatinine clearance < {limit} mL/min)."
         )
     return text
 

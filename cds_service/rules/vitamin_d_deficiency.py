@@ -110,7 +110,7 @@ def diagnosis_finding(ctx: RuleContext, diagnoses: list[ConditionEntry], latest:
     for condition in diagnoses:
         since = diagnosed_on(condition)
         after = f"since {common.fmt_date(since)}" if since else f"in the last 12 months (since {common.fmt_date(ctx.days_before('vitamin_d_lookback_days'))})"
-        lines.append(f"- {common.fmt_condition(condition)}: **no normal 25-OH vitamin D {after}**")
+        lines.append(f"- {common.fmt_condition_dated(condition)}: **no normal 25-OH vitamin D {after}**")
     latest_text = f"Latest 25-OH vitamin D on file: {common.fmt_result(latest)}." if latest else (
         f"No 25-OH vitamin D result since {common.fmt_date(ctx.days_before('vitamin_d_lookback_days'))}."
     )
