@@ -105,7 +105,8 @@ def _timestamp(value, where: str, problems: _Problems) -> datetime | None:
         problems.add(where, "is required (RFC 3339 date-time with a time zone)", "required")
         return None
     try:
-        parsed = datetime.fromisoformat(value) if isinstance(value, str) and "T" in value.upper() else None
+        # RFC 3339 allows a lower-case t and z; a date alone parses as naive and is refused below.
+        parsed = datetime.fromisoformat(value.upper()) if isinstance(value, str) else None
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:

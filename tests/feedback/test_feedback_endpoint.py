@@ -54,7 +54,7 @@ def test_the_same_feedback_sent_twice_counts_once(card_app, card_client):
     assert again.status_code == 200
     assert again.get_json() == {"received": 1, "recorded": 0, "alreadyRecorded": 1}
     # The same instant written another way, suggestions in another order: still the same feedback.
-    same = accepted(card, 1, 0, at="2026-11-25T16:01:00+01:00")
+    same = accepted(card, 1, 0, at="2026-11-25t16:01:00+01:00")
     assert card_client.post(FEEDBACK, json={"feedback": [same, same]}).get_json()["recorded"] == 0
     assert len(stored_feedback(card_app)) == 1
 
@@ -108,6 +108,8 @@ def test_an_accepted_suggestion_must_belong_to_the_card(card_client):
         (lambda e: e.pop("outcomeTimestamp"), "feedback[2].outcomeTimestamp"),
         (lambda e: e.update(outcomeTimestamp="2026-11-25T15:01:00"), "feedback[2].outcomeTimestamp"),  # no zone
         (lambda e: e.update(outcomeTimestamp="25/11/2026"), "feedback[2].outcomeTimestamp"),
+        (lambda e: e.update(outcomeTimestamp="2026-11-25"), "feedback[2].outcomeTimestamp"),
+        (lambda e: e.update(outcomeTimestamp=1764082860), "feedback[2].outcomeTimestamp"),
         (lambda e: e.pop("acceptedSuggestions"), "feedback[2].acceptedSuggestions"),
         (lambda e: e.update(acceptedSuggestions=[]), "feedback[2].acceptedSuggestions"),
         (lambda e: e.update(acceptedSuggestions=[{"id": 7}]), "feedback[2].acceptedSuggestions[0].id"),
