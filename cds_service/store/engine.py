@@ -11,6 +11,9 @@ from sqlalchemy.engine import make_url
 DEFAULT_STORE_URL = "sqlite:///var/denosumab-cds.sqlite3"
 STORE_URL_ENV_VAR = "DENOSUMAB_CDS_STORE_URL"  # used when no `[store] url` is configured
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A hook call writes the card ledger before it answers: a database that went away must cost
+# seconds, not the EHR's whole budget (a URL's own connect_timeout wins).
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 2
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -33,4 +36,5 @@ def create_store_engine(url: str | None = None) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "default", None):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
