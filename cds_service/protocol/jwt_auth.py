@@ -56,6 +56,7 @@ JWKS_MAX_AGE_SECONDS = 3600.0  # a fetched key set is reused this long, then fet
 JWKS_REFETCH_COOLDOWN_SECONDS = 30.0  # unknown kids cannot make us fetch more often than this
 JWKS_TIMEOUT_SECONDS = (2.0, 3.0)  # connect, read
 JWKS_MAX_BYTES = 256 * 1024
+REPLAY_STORE_RETRY_AFTER_SECONDS = 5
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
@@ -279,6 +280,10 @@ class JwtVerifier:
         except SQLAlchemyError as exc:
             # Without the store a replay cannot be told apart: refuse, as unavailable, not as a bad token.
             logger.error("replay store unavailable", extra={"fields": {"problem": type(exc).__name__}})
-            raise CdsError(503, (Issue("The service cannot check credentials right now; try again.", code="transient"),)) from None
+            raise CdsError(
+                503,
+                (Issue("The service cannot check credentials right now; try again.", code="transient"),),
+                headers={"Retry-After": str(REPLAY_STORE_RETRY_AFTER_SECONDS)},
+            ) from None
         if not first:
             raise TokenRejected("jti already used (replay)", iss)
