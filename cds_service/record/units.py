@@ -20,14 +20,16 @@ class AnalyteUnits:
     analyte: str
     canonical: str
     factors: dict[str, float]  # normalized unit key -> factor to the canonical unit
+    plausible_max: float  # canonical unit; beyond it (or below zero) a value is a data error
 
     def to_canonical(self, value: float, unit_code: str | None, unit_text: str | None) -> float | None:
-        """`value` in the canonical unit; None when neither unit code nor text is known."""
+        """`value` in the canonical unit; None when the unit is unknown or the value impossible."""
         for unit in (unit_code, unit_text):
             if unit:
                 factor = self.factors.get(_unit_key(unit))
                 if factor is not None:
-                    return value * factor
+                    converted = value * factor
+                    return converted if 0 <= converted <= self.plausible_max else None
         return None
 
 
@@ -64,6 +66,7 @@ def analyte_units(directory: Path | None = None) -> dict[str, AnalyteUnits]:
         name: AnalyteUnits(
             analyte=name,
             canonical=table["canonical"],
+            plausible_max=float(table["plausible_max"]),
             factors={_unit_key(unit): float(factor) for unit, factor in table["units"].items()},
         )
         for name, table in data["analytes"].items()
