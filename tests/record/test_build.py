@@ -168,7 +168,7 @@ def test_a_draft_also_in_the_history_is_kept_once(kb):
     assert record.medications == () and len(record.draft_orders) == 1
 
 
-@pytest.mark.parametrize("value", [-9.4, 1e308, 350.0])
+@pytest.mark.parametrize("value", [-9.4, 350.0, 12000])
 def test_impossible_values_are_kept_but_never_compared(kb, value):
     (result,) = _record(kb, [_lab("17861-6", value, "mg/dL", "mg/dL")]).labs_for("calcium-total")
     assert result.value is None
