@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         # Every /cds-services route, including any added later, needs a verified caller; a CORS
         # preflight carries no credentials and is answered without one.
         if request.method != "OPTIONS" and (request.path == "/cds-services" or request.path.startswith("/cds-services/")):
+            g.service_id = (request.view_args or {}).get("service_id")  # in the access log of a 401 too
             authenticate()
 
     openapi = openapi_document(service.services)

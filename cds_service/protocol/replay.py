@@ -58,7 +58,8 @@ class ReplayGuard:
             for index in seen_tokens.indexes:
                 connection.execute(CreateIndex(index, if_not_exists=True))
         engine.dispose()  # no connection opened at start-up survives into forked workers
-        os.register_at_fork(after_in_child=lambda ref=weakref.ref(engine): _dispose_after_fork(ref))
+        engine_ref = weakref.ref(engine)
+        os.register_at_fork(after_in_child=lambda: _dispose_after_fork(engine_ref))
 
     @classmethod
     def for_store(cls, store_url: str | None) -> "ReplayGuard":

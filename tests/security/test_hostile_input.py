@@ -224,11 +224,6 @@ def test_deeply_nested_resource_in_prefetch(client, depth, where):
         assert_valid_cds_response(response.get_json())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug for the record/rules owners: a negative or astronomically large calcium becomes a card "
-    "('Corrected calcium -9.48 mg/dL is low') or, with 300 digits in its summary, a card dropped as invalid; "
-    "implausible lab values should be skipped as unreadable. Remove this mark when fixed."
-))
 @pytest.mark.parametrize("value", [-9.4, -1e308], ids=["negative", "huge-negative"])
 def test_implausible_lab_values_never_cost_a_card(hostile_client, logged_errors, value):
     request = baseline_request()
