@@ -217,7 +217,7 @@ class _Generator:
             obs["specimenReceived"] = _iso(drawn + timedelta(minutes=40))
         return obs
 
-    def observations(self, count: int) -> list[dict]:
+    def observations(self, count: int, newest_days_ago: int) -> list[dict]:
         """Visits spread evenly over the history until `count` results are drawn."""
         rng = self.rng
         visits: list[list[Analyte]] = []
@@ -234,10 +234,9 @@ class _Generator:
             visits.append(drawn)
             total += len(drawn)
         result: list[dict] = []
-        # Newest first, as EHRs return searches; the newest visit is two weeks old (recent labs
-        # exist, as for a patient due a dose) and only the oldest one may be cut short.
+        # Newest first, as EHRs return searches; only the oldest visit may be cut short.
         for number, analytes in enumerate(visits):
-            when = self.moment(1 - number / max(1, len(visits) - 1)) - timedelta(days=14)
+            when = self.moment(1 - number / max(1, len(visits) - 1)) - timedelta(days=newest_days_ago)
             encounter = f"enc-{number:05d}"
             result.extend(self.observation(a, when, encounter, len(result)) for a in analytes)
         return result
@@ -381,10 +380,13 @@ class _Generator:
 
 def heavy_patient(
     *, seed: int = 20261125, observations: int = 400, medications: int = 60, conditions: int = 40,
-    procedures: int = 30, years: float = 5.0, as_of: datetime | None = None,
+    procedures: int = 30, years: float = 5.0, as_of: datetime | None = None, newest_labs_days_ago: int = 14,
 ) -> HeavyPatient:
     """The same arguments give the same patient; `as_of` (default: today, 00:00 UTC) is the day of
-    the hook call, so the history stays five years back and the last dose six months back."""
+    the hook call, so the history stays five years back and the last dose six months back.
+
+    With the newest labs two weeks old the patient is well managed (no card); at 45 days the
+    order gets the calcium-monitoring card (no calcium in the last 30 days)."""
     as_of = as_of or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     gen = _Generator(seed, years, as_of)
     patient = {
@@ -402,7 +404,7 @@ def heavy_patient(
     }
     by_key = {"patient": [patient]}
     by_key.update(gen.medications(medications))
-    by_key["labResults"] = gen.observations(observations)
+    by_key["labResults"] = gen.observations(observations, newest_labs_days_ago)
     by_key["conditions"] = gen.conditions(conditions)
     by_key["procedures"] = gen.procedures(procedures)
     draft = gen.medication_request(DRAFT_ID, PROLIA, "Prolia 60 mg/mL prefilled syringe", as_of - timedelta(minutes=3),

@@ -167,6 +167,11 @@ def heavy_load(service, report: Report, sizes: Sizes) -> None:
                               max_seconds=sizes.load_seconds)
             results[(label, clients)] = result
             rows.append(_load_row(label, result))
+    # The same patient, labs a month older: one card, so the card ledger writes (and commits) each call.
+    carded_body = _body(order_select_request(heavy_patient(observations=sizes.observations, newest_labs_days_ago=45)))
+    carded_answer = _check_answer(service, carded_body)
+    carded = run_load(service.url(HOOK_PATH), carded_body, clients=8, requests=sizes.load_requests, max_seconds=sizes.load_seconds)
+    rows.append(_load_row(f"service, card issued ({', '.join(_topics(carded_answer)) or 'none'})", carded))
     ratio8 = results[("service", 8)].p50 / results[("floor", 8)].p50
     ratio32 = results[("service", 32)].p50 / results[("floor", 32)].p50
     p99_8 = results[("service", 8)].p99
@@ -322,14 +327,22 @@ def memory(service, report: Report, sizes: Sizes, startup: dict) -> None:
     final = samples[-1]
     peak_mib = max(max(rss.values(), default=0) for _, rss in samples) / 1024
     final_mib = max(final[1].values(), default=0) / 1024
-    growth = {pid: (final[1].get(pid, 0) - halfway[1].get(pid, 0)) / 1024 for pid in final[1]}
+    # Growth = a new high-water mark in the second half; single samples move by an allocator page
+    # or two either way, a leak raises the high-water mark at every step.
+    first_half = [rss for calls, rss in samples if 0 < calls <= halfway[0]]
+    second_half = [rss for calls, rss in samples if calls > halfway[0]]
+    growth = {
+        pid: (max((rss.get(pid, 0) for rss in second_half), default=0) - max((rss.get(pid, 0) for rss in first_half), default=0)) / 1024
+        for pid in final[1]
+    }
     worst_growth = max(growth.values(), default=0.0)
     rows = [f"| {calls:,} | " + " | ".join(f"{rss[pid] / 1024:.1f} MiB" for pid in sorted(rss)) + " |" for calls, rss in samples]
     worker_columns = len(samples[0][1]) or 1
     report.data["memory"] = {"peak_mib": peak_mib, "final_mib": final_mib, "growth_mib": growth}
     report.target(f"4. worker RSS after {final[0]:,} calls under 150 MB",
                   f"largest worker {final_mib:.1f} MiB (peak during the run {peak_mib:.1f} MiB)", final_mib * 1.048576 < 150)
-    report.target(f"4. no RSS growth between call {halfway[0]:,} and call {final[0]:,} (within 1 MiB)",
+    report.target(f"4. no RSS growth between call {halfway[0]:,} and call {final[0]:,} (highest RSS after call {halfway[0]:,} "
+                  f"vs up to it, within 1 MiB)",
                   ", ".join(f"worker {pid}: {delta:+.2f} MiB" for pid, delta in sorted(growth.items())), worst_growth <= 1.0)
     report.target("4. start-up to the first answer under 3 s", _ms(startup["first_answer_s"] * 1000), startup["first_answer_s"] < 3)
     report.sections.append("\n".join([
