@@ -43,6 +43,14 @@ class LoadResult:
     def p99(self) -> float:
         return self.percentile(99)
 
+    def merged(self, other: "LoadResult") -> "LoadResult":
+        """Two runs of the same load as one (latencies pooled, wall time added)."""
+        statuses = dict(self.statuses)
+        for status, count in other.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+        return LoadResult(self.clients, self.latencies_ms + other.latencies_ms, self.errors + other.errors,
+                          statuses, self.wall_seconds + other.wall_seconds)
+
     @property
     def throughput(self) -> float:
         return self.count / self.wall_seconds if self.wall_seconds else 0.0
