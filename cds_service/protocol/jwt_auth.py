@@ -203,7 +203,7 @@ class JwtVerifier:
         except jwt.InvalidTokenError:
             raise TokenRejected("malformed token") from None
         alg = header.get("alg")
-        if alg not in ACCEPTED_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ACCEPTED_ALGORITHMS:
             raise TokenRejected(f"algorithm {str(alg)[:20]!r} is not accepted")
         iss = unverified.get("iss")
         iss = iss[:MAX_ISS_LENGTH] if isinstance(iss, str) else None

@@ -13,6 +13,8 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_service.config import ClientConfig
 from tests.requests_for_tests import baseline_request
@@ -308,3 +310,24 @@ def test_rejection_log_has_the_reason_and_never_the_token(jwt_client, ehr_key, c
     for record in caplog.records:
         text = record.getMessage() + json.dumps(getattr(record, "fields", {}), default=str)
         assert token not in text and token.split(".")[2] not in text
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    header_changes=st.dictionaries(st.sampled_from(["alg", "kid", "jku", "typ", "crit", "b64", "x5u", "jwk"]), _JSON_VALUES, max_size=3),
+    claim_changes=st.dictionaries(st.sampled_from(["iss", "aud", "exp", "iat", "nbf", "jti", "tenant", "sub"]), _JSON_VALUES, max_size=3),
+)
+def test_forged_headers_and_claims_are_always_a_plain_401(jwt_client, ehr_key, header_changes, claim_changes):
+    # Unsigned (garbage signature) tokens with any header and claim values: never a 500.
+    header = {"alg": "ES384", "typ": "JWT", "kid": ehr_key.kid, **header_changes}
+    claims = {**claims_for(url(DISCOVERY)), **claim_changes}
+    token = f"{unsigned_parts(header, claims)}.{b64url(b'not-a-signature')}"
+    assert_generic_401(jwt_client.get(DISCOVERY, headers=bearer(token)))
