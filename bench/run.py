@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -363,24 +364,33 @@ def memory(service, report: Report, sizes: Sizes, startup: dict) -> None:
     ]))
 
 
+def _measure(service, fhir: FhirServer, report: Report, sizes: Sizes, deadline: float) -> None:
+    with service:
+        ready = service.wait_ready()
+        first_body = _body(order_select_request(heavy_patient(observations=sizes.observations)))
+        _, _, first_call_ms = post_once(service.url(HOOK_PATH), first_body)
+        startup = {"ready_s": ready, "first_answer_s": time.perf_counter() - service.started_at,
+                   "first_call_ms": first_call_ms}
+        for step in (lambda: heavy_load(service, report, sizes),
+                     lambda: no_prefetch(service, fhir, report, sizes, deadline),
+                     lambda: memory(service, report, sizes, startup),
+                     lambda: scaling(service, report, sizes)):
+            step()
+            print(report.sections[-1], "\n", flush=True)
+
+
 def run(sizes: Sizes, *, out: Path | None, command: str, fhir_timeout: float | None = None) -> Report:
     report = Report(command=command, machine=machine_facts())
     report.machine["load average at start"] = _load_average()
     deadline = fhir_timeout or DEFAULT_FHIR_TIMEOUT_SECONDS
     with FhirServer(heavy_patient(observations=sizes.observations), latency_seconds=sizes.fhir_latency_seconds) as fhir:
         service = start_service(workers=2, fhir_base=fhir.base_url, fhir_timeout_seconds=fhir_timeout)
-        with service:
-            ready = service.wait_ready()
-            first_body = _body(order_select_request(heavy_patient(observations=sizes.observations)))
-            _, _, first_call_ms = post_once(service.url(HOOK_PATH), first_body)
-            startup = {"ready_s": ready, "first_answer_s": time.perf_counter() - service.started_at,
-                       "first_call_ms": first_call_ms}
-            for step in (lambda: heavy_load(service, report, sizes),
-                         lambda: no_prefetch(service, fhir, report, sizes, deadline),
-                         lambda: memory(service, report, sizes, startup),
-                         lambda: scaling(service, report, sizes)):
-                step()
-                print(report.sections[-1], "\n", flush=True)
+        try:
+            _measure(service, fhir, report, sizes, deadline)
+        except BaseException:
+            print(f"the service's log is kept: {service.log_path}", file=sys.stderr)
+            raise
+        shutil.rmtree(service.log_path.parent, ignore_errors=True)  # its config, log and ledger
     report.machine["load average at end"] = _load_average()
     if out is not None:
         notes = ""
