@@ -81,7 +81,7 @@ def _check(args) -> int:
         print()
         return 1
     for skipped in outcome.skipped:
-        print(f"skipped ({skipped.where}): {skipped.description}", file=sys.stderr)
+        print(f"skipped ({skipped.where}) {skipped.reference or ''}: {skipped.description}", file=sys.stderr)
     json.dump(outcome.response, sys.stdout, indent=2)
     print()
     return 0

@@ -148,14 +148,14 @@ class _Builder:
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # "Medication/<id>" -> raw Medication
 
-    def skip(self, where: str, description: str) -> None:
-        self.skipped.append(SkippedResource(where, description))
+    def skip(self, where: str, description: str, reference: str | None = None) -> None:
+        self.skipped.append(SkippedResource(where, description, reference))
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
         try:
             return parse_resource(_read_elements(raw), draft=draft)
         except InvalidResource as exc:
-            self.skip(where, exc.problem.describe())
+            self.skip(where, exc.problem.describe(), exc.problem.reference)
             return None
 
     # medications ------------------------------------------------------------------------------

@@ -21,15 +21,21 @@ _LOCAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$"
 
 @dataclass(frozen=True)
 class ParseProblem:
-    """Why a resource was skipped: no patient data, only its type, id and the failing paths."""
+    """Why a resource was skipped: its type, id and the failing element paths, never values.
+
+    The id stays out of `describe()`: a Patient's id identifies the patient, and descriptions
+    reach the log. `reference` gives it to tools that show a user their own data (`check`)."""
 
     resource_type: str
     resource_id: str | None
     reason: str
 
     def describe(self) -> str:
-        ident = f"{self.resource_type}/{self.resource_id}" if self.resource_id else self.resource_type
-        return f"{ident} skipped: {self.reason}"
+        return f"{self.resource_type} skipped: {self.reason}"
+
+    @property
+    def reference(self) -> str | None:
+        return f"{self.resource_type}/{self.resource_id}" if self.resource_id else None
 
 
 class InvalidResource(ValueError):
@@ -113,7 +119,7 @@ def parse_resource(raw, *, draft: bool = False):
     try:
         model_class = get_fhir_model_class(resource_type)
     except (ValueError, KeyError):
-        raise InvalidResource(ParseProblem(resource_type[:64], resource_id, "unknown resourceType")) from None
+        raise InvalidResource(ParseProblem("(unknown type)", resource_id, "unknown resourceType")) from None
     data = raw
     copied = False
     if draft and resource_type == "MedicationRequest" and "intent" not in raw:

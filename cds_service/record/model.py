@@ -130,10 +130,11 @@ class ProcedureEntry:
 
 @dataclass(frozen=True)
 class SkippedResource:
-    """A resource that could not be used; kept for the response log, never with patient data."""
+    """A resource that could not be used; logged, so never with patient data or ids."""
 
     where: str  # prefetch key or "draftOrders"
     description: str
+    reference: str | None = None  # "Type/id", for the user's own tools (`check`), never logged
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,15 @@ def test_resources_of_another_patient_are_ignored(client):
     assert response.status_code == 200
     assert response.get_json() == {"cards": []}
     assert response.headers["X-Skipped-Resources"] == "1"
+
+
+def test_the_log_says_why_a_resource_was_skipped_without_its_id(client, caplog):
+    request = baseline_request()
+    request["prefetch"]["patient"]["birthDate"] = "last spring"
+    with caplog.at_level("INFO", logger="cds_service.access"):
+        response = client.post("/cds-services/order-sign", json=request)
+    assert response.status_code == 200
+    (line,) = [r for r in caplog.records if r.name == "cds_service.access"]
+    (skipped,) = line.fields["skipped"]
+    assert skipped.startswith("Patient skipped: birthDate")
+    assert "pat-wm-0001" not in str(line.fields)
