@@ -28,6 +28,7 @@ from cds_service.knowledge import (
     seeds_dir,
 )
 from cds_service.knowledge import review
+from cds_service.record.units import analyte_units
 
 REPO_SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -400,14 +401,16 @@ def test_derived_catalog_numbers(kb):
     # 60 mg overdue after 7 months = 6 months + 4 weeks; 120 mg after 5 weeks = 4 weeks + 7 days
     assert kb.threshold("regimen_60mg_interval_days") + kb.threshold("regimen_60mg_grace_days") == 210
     assert kb.threshold("regimen_120mg_interval_days") + kb.threshold("regimen_120mg_grace_days") == 35
-    # paired units agree (mg/dL x 0.2495 = mmol/L; ng/mL x 2.496 = nmol/L)
-    f = kb.threshold("calcium_mmol_l_per_mg_dl")
-    assert kb.threshold("calcium_total_lower_limit_mg_dl") * f == pytest.approx(kb.threshold("calcium_total_lower_limit_mmol_l"), abs=0.01)
-    assert kb.threshold("calcium_ionized_lower_limit_mg_dl") * f == pytest.approx(kb.threshold("calcium_ionized_lower_limit_mmol_l"), abs=0.01)
-    assert kb.threshold("calcium_total_upper_limit_mg_dl") * f == pytest.approx(kb.threshold("calcium_total_upper_limit_mmol_l"), abs=0.01)
-    assert kb.threshold("vitamin_d_deficiency_below_ng_ml") * kb.threshold("vitamin_d_nmol_l_per_ng_ml") == pytest.approx(
-        kb.threshold("vitamin_d_deficiency_below_nmol_l"), abs=0.5
-    )
+    # paired limits agree under the unit conversions the record uses (seeds/units.toml)
+    units = analyte_units()
+    for mass, molar, analyte in [
+        ("calcium_total_lower_limit_mg_dl", "calcium_total_lower_limit_mmol_l", "calcium-total"),
+        ("calcium_ionized_lower_limit_mg_dl", "calcium_ionized_lower_limit_mmol_l", "calcium-ionized"),
+        ("calcium_total_upper_limit_mg_dl", "calcium_total_upper_limit_mmol_l", "calcium-total"),
+        ("vitamin_d_deficiency_below_ng_ml", "vitamin_d_deficiency_below_nmol_l", "vitamin-d-25oh"),
+    ]:
+        converted = units[analyte].to_canonical(kb.threshold(molar), kb.thresholds[molar].unit, None)
+        assert converted == pytest.approx(kb.threshold(mass), rel=0.01), (mass, molar)
     assert kb.threshold("transition_window_start_days") < kb.threshold("transition_due_days") < kb.threshold("transition_window_end_days")
 
 

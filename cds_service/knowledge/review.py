@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from pathlib import Path
 
 from cds_service.knowledge.loader import (
@@ -117,8 +118,8 @@ def render(kb: Knowledge) -> str:
     w("")
     w("The service passes these to `load_knowledge(threshold_overrides=...)`; an unknown name or a")
     w("non-numeric or negative value stops the service at start-up (`KnowledgeError`). Paired limits")
-    w("(mg/dL and mmol/L, ng/mL and nmol/L) must be changed together. Unit-conversion factors are listed")
-    w("for review only and should not be overridden.")
+    w("(mg/dL and mmol/L, ng/mL and nmol/L) must be changed together. Unit conversions (`units.toml`,")
+    w("listed at the end of this page) are facts, not choices, and cannot be overridden.")
     w("")
 
     w("## Sources")
@@ -216,7 +217,26 @@ def render(kb: Knowledge) -> str:
     for m in kb.medication_names:
         w(f"| `{m.name}` | `{m.valueset}` | {_cell(m.source)} |")
     w("")
+
+    # ------------------------------------------------------------------ units
+    w("## Lab units (`units.toml`)")
+    w("")
+    w("Every result is converted to its analyte's canonical unit before any comparison; a unit not")
+    w("listed leaves the value unusable (never compared), and so does a negative value or one above")
+    w("the physical bound.")
+    w("")
+    w("| analyte | canonical unit | accepted units (factor to canonical) | physical bound | source |")
+    w("|---|---|---|---|---|")
+    for name, table in sorted(units_table(kb.seeds_dir).items()):
+        accepted = ", ".join(f"`{unit}` ×{_num(factor)}" for unit, factor in table["units"].items())
+        w(f"| `{name}` | `{table['canonical']}` | {accepted} | {_num(table['plausible_max'])} | {_cell(table['source'])} |")
+    w("")
     return "\n".join(out)
+
+
+def units_table(directory) -> dict:
+    """The raw `units.toml` tables, for review (the record reads them through record/units.py)."""
+    return tomllib.loads((directory / "units.toml").read_text(encoding="utf-8"))["analytes"]
 
 
 def main(argv: list[str] | None = None) -> int:
