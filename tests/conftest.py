@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from cds_service.app import create_app
+from cds_service.cards import build as card_builder
 from cds_service.cards.validate import response_problems
 from cds_service.config import Settings
+from cds_service.evaluate import HookService
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -35,6 +37,29 @@ def assert_valid_cds_response(body: dict) -> None:
 def isolated_store(tmp_path, monkeypatch):
     """Each test gets its own store (card ledger, feedback, JWT replay cache), never ./var."""
     monkeypatch.setenv("DENOSUMAB_CDS_STORE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+
+
+@pytest.fixture(autouse=True)
+def every_response_is_valid_cds_hooks(request, monkeypatch):
+    """Every response any test makes the service build is checked against CDS Hooks 2.0
+    (cds-resp-1..6, required fields, no empty values), and no card may have been dropped as
+    invalid on the way (the card builder drops and logs those rather than fail the call)."""
+    problems: list[str] = []
+    original = HookService.evaluate
+
+    def checked(self, *args, **kwargs):
+        outcome = original(self, *args, **kwargs)
+        problems.extend(response_problems(outcome.response))
+        return outcome
+
+    def record_dropped_card(message, *args, **_kwargs):
+        problems.append(message % args)
+
+    monkeypatch.setattr(HookService, "evaluate", checked)
+    if "allows_invalid_cards" not in request.keywords:
+        monkeypatch.setattr(card_builder.logger, "error", record_dropped_card)
+    yield
+    assert not problems, problems
 
 
 @pytest.fixture
