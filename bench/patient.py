@@ -172,7 +172,7 @@ class _Generator:
         self.span_days = 365.25 * years
 
     def moment(self, fraction: float) -> datetime:
-        """A weekday-morning time at `fraction` of the history (0 = oldest, 1 = today)."""
+        """A morning time (07:00-11:00 US Central) at `fraction` of the history (0 = oldest, 1 = today)."""
         day = self.start + timedelta(days=self.span_days * fraction)
         return day.replace(hour=13, minute=0, second=0, microsecond=0) + timedelta(minutes=self.rng.randrange(0, 240))
 

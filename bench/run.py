@@ -1,6 +1,6 @@
 """The performance benchmark: `denosumab-cds serve` (2 gunicorn workers) against its own floor.
 
-    python3 -m bench                 # full run (about 5 minutes), writes bench/RESULTS.md
+    python3 -m bench                 # full run (about 7 minutes), writes bench/RESULTS.md
     python3 -m bench --quick         # tiny sizes, a few seconds: checks the harness only
 
 The floor is a route of the same server process (DENOSUMAB_CDS_BENCH_FLOOR=1) that only reads
