@@ -43,16 +43,21 @@ def is_follow_on_agent(entry: MedicationEntry) -> bool:
     return bool(entry.concepts & FOLLOW_ON_AGENT)
 
 
-def regimen_of(entry: MedicationEntry) -> str | None:
+# The catalog's two regimens, named by their dose; the dose itself is a reviewed threshold.
+REGIMEN_DOSE_THRESHOLD = {"60mg": "regimen_60mg_dose_mg", "120mg": "regimen_120mg_dose_mg"}
+_DOSE_ROUNDING_MG = 0.5  # a dose recorded as 59.99 or 120.0 mg is the same dose
+
+
+def regimen_of(ctx: RuleContext, entry: MedicationEntry) -> str | None:
     """'60mg' (every 6 months) or '120mg' (every 4 weeks): from the product, else the dose, else
     the text (a product named in the medication's name, e.g. "Xgeva", or a dose written in the
     dosage text or the name, e.g. "120 mg subcutaneously every 4 weeks")."""
     return (
         _regimen_of_concepts(entry.concepts)
-        or regimen_of_dose(entry.dose_mg)
+        or regimen_of_dose(ctx, entry.dose_mg)
         or _regimen_of_concepts(entry.name_concepts)
-        or regimen_of_dose(dose_mg_in_text(entry.dosage_text))
-        or regimen_of_dose(dose_mg_in_text(entry.name))
+        or regimen_of_dose(ctx, dose_mg_in_text(entry.dosage_text))
+        or regimen_of_dose(ctx, dose_mg_in_text(entry.name))
     )
 
 
@@ -69,12 +74,13 @@ def _regimen_of_concepts(concepts: frozenset[str]) -> str | None:
     return None
 
 
-def regimen_of_dose(dose_mg: float | None) -> str | None:
-    if dose_mg is not None:
-        if abs(dose_mg - 60) < 0.5:
-            return "60mg"
-        if abs(dose_mg - 120) < 0.5:
-            return "120mg"
+def regimen_of_dose(ctx: RuleContext, dose_mg: float | None) -> str | None:
+    """The regimen whose dose this is (60 mg or 120 mg, from seeds/thresholds.toml), else None."""
+    if dose_mg is None:
+        return None
+    for regimen, threshold in REGIMEN_DOSE_THRESHOLD.items():
+        if abs(dose_mg - ctx.threshold(threshold)) < _DOSE_ROUNDING_MG:
+            return regimen
     return None
 
 
@@ -577,11 +583,11 @@ def history_regimen(ctx: RuleContext) -> str | None:
     record (order, statement, dispense) whose regimen is known (e.g. a dose recorded only by the
     ingredient code, under an order for Prolia)."""
     last = last_denosumab_dose(ctx)
-    if last is not None and regimen_of(last):
-        return regimen_of(last)
+    if last is not None and regimen_of(ctx, last):
+        return regimen_of(ctx, last)
     for entry in ctx.record.medications:  # newest first
-        if is_denosumab(entry) and entry.status not in WITHDRAWN_MEDICATION_STATUSES and regimen_of(entry):
-            return regimen_of(entry)
+        if is_denosumab(entry) and entry.status not in WITHDRAWN_MEDICATION_STATUSES and regimen_of(ctx, entry):
+            return regimen_of(ctx, entry)
     return None
 
 

@@ -33,7 +33,7 @@ SRE_PREVENTION_INDICATIONS = ("bone-metastases", "multiple-myeloma")
 
 def evaluate(ctx: RuleContext) -> Finding | None:
     for order in ctx.orders:
-        regimen = common.regimen_of(order)
+        regimen = common.regimen_of(ctx, order)
         if regimen == "60mg":
             oncologic = common.indication_evidence(ctx, order, SRE_PREVENTION_INDICATIONS)
             if oncologic and not common.indication_evidence(ctx, order, OSTEOPOROSIS_TYPE_INDICATIONS):
@@ -45,10 +45,10 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     return None
 
 
-def how_regimen_was_told(order: MedicationEntry) -> str:
+def how_regimen_was_told(ctx: RuleContext, order: MedicationEntry) -> str:
     if common.product_regimen(order) is not None:
         return "from the product"
-    if common.regimen_of_dose(order.dose_mg) is not None:
+    if common.regimen_of_dose(ctx, order.dose_mg) is not None:
         return f"from the dose written, {common.fmt_number(order.dose_mg)} mg"
     return "from the order text"
 
@@ -79,7 +79,7 @@ def low_dose_for_bone_metastases(ctx: RuleContext, order: MedicationEntry, evide
     dose_60 = common.fmt_number(ctx.threshold("regimen_60mg_dose_mg"))
     dose_120 = common.fmt_number(ctx.threshold("regimen_120mg_dose_mg"))
     detail = (
-        f"**{order.name}** is the {dose_60} mg every 6 months regimen ({how_regimen_was_told(order)}), "
+        f"**{order.name}** is the {dose_60} mg every 6 months regimen ({how_regimen_was_told(ctx, order)}), "
         f"but the patient has an oncologic bone indication:\n\n{evidence_lines(evidence)}\n\n"
         "No osteoporosis, osteopenia or treatment-induced bone loss is recorded. "
         f"{dose_60} mg is approved for osteoporosis and does **not** prevent skeletal-related events; "
@@ -100,7 +100,7 @@ def oncology_dose_for_osteoporosis(ctx: RuleContext, order: MedicationEntry, evi
     dose_60 = common.fmt_number(ctx.threshold("regimen_60mg_dose_mg"))
     dose_120 = common.fmt_number(ctx.threshold("regimen_120mg_dose_mg"))
     detail = (
-        f"**{order.name}** is the {dose_120} mg every 4 weeks oncology regimen ({how_regimen_was_told(order)}), "
+        f"**{order.name}** is the {dose_120} mg every 4 weeks oncology regimen ({how_regimen_was_told(ctx, order)}), "
         f"but the indication on record is osteoporosis-type:\n\n{evidence_lines(evidence)}\n\n"
         "No bone metastases, myeloma, giant cell tumour of bone or hypercalcemia of malignancy is recorded. "
         f"Osteoporosis is treated with **{dose_60} mg every 6 months** (Prolia-type product); the oncology "

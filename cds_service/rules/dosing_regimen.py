@@ -35,7 +35,6 @@ from cds_service.rules.context import RuleContext
 TOPIC = "dosing-regimen"
 NEEDS = frozenset({"medications", "conditions"})
 
-REGIMEN_DOSE = {"60mg": "regimen_60mg_dose_mg", "120mg": "regimen_120mg_dose_mg"}
 REGIMEN_INTERVAL = {"60mg": "regimen_60mg_interval_days", "120mg": "regimen_120mg_interval_days"}
 
 
@@ -58,7 +57,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 def dose_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
     """The written dose is not the dose of the product's regimen."""
     regimen = common.product_regimen(order)
-    if regimen is None or order.dose_mg is None or common.regimen_of_dose(order.dose_mg) == regimen:
+    if regimen is None or order.dose_mg is None or common.regimen_of_dose(ctx, order.dose_mg) == regimen:
         return []
     return [
         f"**{order.name}**: dose **{common.fmt_number(order.dose_mg)} mg** written, but this product is "
@@ -67,7 +66,7 @@ def dose_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
 
 
 def interval_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
-    regimen = common.regimen_of(order)
+    regimen = common.regimen_of(ctx, order)
     days = interval_days(order)
     if regimen is None or days is None:
         return []
@@ -108,7 +107,7 @@ def is_longer_than_every_4_weeks(ctx: RuleContext, days: float) -> bool:
 
 def needs_loading_doses(ctx: RuleContext, order: MedicationEntry) -> bool:
     """Giant cell tumour of bone, initiating, the dosage written, and no loading-dose order anywhere."""
-    if common.regimen_of(order) == "60mg" or not has_written_dosage(order):
+    if common.regimen_of(ctx, order) == "60mg" or not has_written_dosage(order):
         return False
     if not common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",)):
         return False
@@ -125,7 +124,7 @@ def has_written_dosage(order: MedicationEntry) -> bool:
 # --- wording -------------------------------------------------------------------------------------
 
 def regimen_text(ctx: RuleContext, regimen: str) -> str:
-    dose = common.fmt_number(ctx.threshold(REGIMEN_DOSE[regimen]))
+    dose = common.fmt_number(ctx.threshold(common.REGIMEN_DOSE_THRESHOLD[regimen]))
     return f"{dose} mg every {'6 months' if regimen == '60mg' else '4 weeks'}"
 
 

@@ -41,14 +41,14 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 def is_loading_phase_of(ctx: RuleContext, order: MedicationEntry, other: MedicationEntry) -> bool:
     """One of the two is the loading-dose order of the other's 120 mg regimen, for an indication
     that is started with loading doses."""
-    if common.regimen_of(order) == "60mg" or common.regimen_of(other) == "60mg":
+    if common.regimen_of(ctx, order) == "60mg" or common.regimen_of(ctx, other) == "60mg":
         return False
     if not (common.is_loading_dose_order(ctx, order) or common.is_loading_dose_order(ctx, other)):
         return False
     return bool(common.indication_evidence(ctx, order, LOADING_DOSE_INDICATIONS))
 
 
-def describe(order: MedicationEntry) -> str:
+def describe(ctx: RuleContext, order: MedicationEntry) -> str:
     """'Xgeva 120 mg/1.7 mL vial (MedicationRequest/mr-9), active, ordered 2026-10-01: 120 mg every 28 days'."""
     if order.is_draft_order:
         where = "draft order in this session"
@@ -61,7 +61,7 @@ def describe(order: MedicationEntry) -> str:
         dosage.append(f"every {common.fmt_number(round(order.timing.period_days))} days")
     elif order.dosage_text:
         dosage.append(order.dosage_text)
-    regimen = common.regimen_of(order)
+    regimen = common.regimen_of(ctx, order)
     text = f"**{order.name}**" + (f" ({order.reference})" if order.reference else "") + f" — {where}"
     if dosage:
         text += ": " + " ".join(dosage)
@@ -76,12 +76,12 @@ def duplicate_finding(ctx: RuleContext, duplicates) -> Finding:
     regimens: set[str] = set()
     for order, others in duplicates:
         for entry in (order, *others):
-            regimen = common.regimen_of(entry)
+            regimen = common.regimen_of(ctx, entry)
             if regimen:
                 regimens.add(regimen)
             if id(entry) not in seen:
                 seen.add(id(entry))
-                listed.append(f"- {describe(entry)}")
+                listed.append(f"- {describe(ctx, entry)}")
     mixed = len(regimens) > 1
     detail = (
         "More than one denosumab order for this patient:\n\n" + "\n".join(listed) + "\n\n"

@@ -68,7 +68,7 @@ def allowance(ctx: RuleContext, regimen: str) -> timedelta:
 def regimens_involved(ctx: RuleContext, last: MedicationEntry) -> set[str]:
     """The regimen of the last dose and of the orders at hand (drafts, or active orders)."""
     at_hand = ctx.orders if ctx.trigger == "denosumab-order" else active_denosumab(ctx)
-    regimens = {common.regimen_of(last)} | {common.regimen_of(order) for order in at_hand}
+    regimens = {common.regimen_of(ctx, last)} | {common.regimen_of(ctx, order) for order in at_hand}
     regimens.discard(None)
     if not regimens:
         regimens = {common.history_regimen(ctx)} - {None}

@@ -1,9 +1,13 @@
 """dosing-regimen: the order's dose and interval against its regimen; GCTB loading doses."""
 
+from datetime import datetime, timezone
+
 import pytest
 
-from cds_service.record.model import MedicationEntry, Timing
+from cds_service.knowledge import load_knowledge
+from cds_service.record.model import MedicationEntry, Patient, PatientRecord, Timing
 from cds_service.rules.common import dose_mg_in_text, regimen_of
+from cds_service.rules.context import RuleContext
 from tests.rules.hook_calls import (
     DENOSUMAB_INGREDIENT, ICD10CM, XGEVA, add, add_draft, condition, make_initiating, medication_request,
     the_draft, topic_card,
@@ -191,7 +195,9 @@ def entry(concepts=(), dose_mg=None, dosage_text=None, name="denosumab", name_co
     ({}, None),
 ])
 def test_regimen_of(kwargs, regimen):
-    assert regimen_of(entry(**kwargs)) == regimen
+    ctx = RuleContext(PatientRecord(Patient(None, None, None)), datetime(2026, 11, 25, tzinfo=timezone.utc),
+                      load_knowledge(), "denosumab-order")
+    assert regimen_of(ctx, entry(**kwargs)) == regimen
 
 
 @pytest.mark.parametrize("text, dose", [
