@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from cds_service.knowledge import Knowledge
+from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
 from cds_service.record.fhir_parse import InvalidResource, parse_resource
 from cds_service.record.model import (
@@ -176,12 +176,12 @@ class _Builder:
             concept = medication.get("code") if isinstance(medication, dict) else None
             if concept is None and isinstance(reference, dict):
                 concept = {"text": reference.get("display")} if isinstance(reference.get("display"), str) else None
-        concepts = _concepts_of_codings(self.kb, _raw_codings(concept))
-        if not concepts and isinstance(concept, dict):
-            # Text fallback only for uncoded medications (seeds/medication-names.csv).
-            coded = bool(_raw_codings(concept))
-            if not coded and isinstance(concept.get("text"), str):
-                concepts = self.kb.concepts_for_text(concept["text"])
+        codings = _raw_codings(concept)
+        concepts = _concepts_of_codings(self.kb, codings)
+        if not concepts and not any(canonical_system(system) in KNOWN_SYSTEMS for system, _ in codings):
+            # Text fallback only for medications not coded in a standard terminology (no code at
+            # all, or only an EHR's local code such as an Epic ERX id): text, else the display.
+            concepts = self.kb.concepts_for_text(_raw_name(concept, ""))
         return concept, concepts
 
     def medication(self, where: str, raw: dict, *, draft: bool) -> MedicationEntry | None:

@@ -173,3 +173,11 @@ def test_impossible_values_are_kept_but_never_compared(kb, value):
     (result,) = _record(kb, [_lab("17861-6", value, "mg/dL", "mg/dL")]).labs_for("calcium-total")
     assert result.value is None
     assert result.original_text.endswith("mg/dL")
+
+
+def test_order_with_only_a_local_ehr_code_is_identified_by_its_display(kb):
+    """Epic and others may send only their own medication id: that is not a standard code."""
+    local = {"coding": [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.2.698288", "code": "123456",
+                         "display": "PROLIA 60 MG/ML SC SOSY"}]}
+    (order,) = _record(kb, drafts=[_draft("d1", {"medicationCodeableConcept": local})]).draft_orders
+    assert "denosumab-60mg" in order.concepts
