@@ -102,7 +102,8 @@ def render(kb: Knowledge) -> str:
         w(f"  `{alias}` → `{canonical}`" + ("." if i == len(aliases) - 1 else ";"))
     w("* HCPCS and CDT rows are listed under **both** URIs in use (CMS/UMLS for HCPCS, ADA/HL7 CD2 for CDT).")
     w("* Accepted code systems: " + ", ".join(f"{_SYSTEM_LABELS.get(s, s)} `{s}`" for s in sorted(KNOWN_SYSTEMS)) + ".")
-    w("* **Uncoded medications** are recognised by name (`medication-names.csv`): case-insensitive, whole")
+    w("* **Uncoded medications** (no code of an accepted system: no code at all, or only an EHR's local id)")
+    w("  are recognised by name (`medication-names.csv`, on the text, else the display): case-insensitive, whole")
     w("  words (`Prolia 60 mg/mL syringe` → `denosumab-60mg`; hyphens and punctuation separate words).")
     w("")
 
@@ -210,7 +211,7 @@ def render(kb: Knowledge) -> str:
             w("")
 
     # ------------------------------------------------------------------ names
-    w("## Medication names (uncoded medications only)")
+    w("## Medication names (medications without a standard code only)")
     w("")
     w("| name | value set | source |")
     w("|---|---|---|")
