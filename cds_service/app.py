@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
         # Our bug: log the type and where, never the input; the client gets a generic outcome.
-        logger.error("unhandled error in %s", request.path, exc_info=(type(error), error, None))
+        logger.error("unhandled error in %s", request.path, exc_info=(type(error), error, error.__traceback__))
         g.error = type(error).__name__
         return _json_response(
             operation_outcome([Issue("Internal error; the service log has the details.", code="exception", severity="fatal")]),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import datetime, timezone
+from pathlib import Path
 
 ACCESS_LOGGER = "cds_service.access"
 
@@ -27,6 +29,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__  # the type only: messages may quote input
+            if record.exc_info[2] is not None:  # where it happened (file, line, function), never values
+                frames = traceback.extract_tb(record.exc_info[2])[-6:]
+                entry["where"] = [f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames]
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 

@@ -1,9 +1,12 @@
 """The rule engine: a faulty rule or an invalid card never silences the other checks."""
 
+import json
+
 import pytest
 
 from cds_service.cards import Finding, build_response, response_problems
 from cds_service.knowledge import load_knowledge
+from cds_service.logs import JsonFormatter
 from tests.requests_for_tests import baseline_request
 
 
@@ -55,3 +58,20 @@ def test_cards_are_ordered_critical_warning_info_and_one_per_topic():
     ]
     assert not response_problems({"cards": cards})
     assert all("*Source:*" in c["detail"] and c["overrideReasons"] for c in cards)
+
+
+def test_a_failing_rule_is_logged_with_where_it_failed_but_not_its_message(client, monkeypatch, caplog):
+    app_service = client.application.extensions["denosumab_cds"]
+    broken = next(rule for rule in app_service.rules if rule.topic == "pediatric")
+
+    def explode(_ctx):
+        raise ValueError("patient Halvorsen born 1958-03-14")  # a message that quotes data
+
+    monkeypatch.setattr(broken.module, "evaluate", explode)
+    with caplog.at_level("ERROR", logger="cds_service.rules.engine"):
+        assert client.post("/cds-services/order-sign", json=_low_calcium_request()).status_code == 200
+    (record,) = [r for r in caplog.records if r.name == "cds_service.rules.engine"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["exception"] == "ValueError"
+    assert any("test_engine.py" in frame and "explode" in frame for frame in line["where"])
+    assert "Halvorsen" not in json.dumps(line)
