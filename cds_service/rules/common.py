@@ -545,13 +545,23 @@ def dental_referral_suggestion(ctx: RuleContext, *, reason: str) -> Suggestion:
     )
 
 
-def cancel_draft_orders_suggestion(ctx: RuleContext, label: str) -> Suggestion | None:
-    """Delete the draft denosumab order(s) of this call; None when they carry no id to delete by."""
-    actions = tuple(
+def cancel_order_actions(orders) -> tuple[Action, ...]:
+    """Delete actions for draft orders of this call (a draft without an id cannot be deleted)."""
+    return tuple(
         Action(type="delete", description=f"Cancel the draft order: {order.name}", resource_id=order.reference)
-        for order in ctx.orders if order.reference
+        for order in orders if order.reference
     )
+
+
+def cancel_orders_suggestion(orders, label: str) -> Suggestion | None:
+    """One suggestion that cancels these draft orders; None when none of them has an id."""
+    actions = cancel_order_actions(orders)
     return Suggestion(label=label, actions=actions) if actions else None
+
+
+def cancel_draft_orders_suggestion(ctx: RuleContext, label: str) -> Suggestion | None:
+    """Cancel the draft order(s) that set off this rule."""
+    return cancel_orders_suggestion(ctx.orders, label)
 
 
 def fmt_condition_dated(condition: ConditionEntry) -> str:

@@ -18,7 +18,7 @@ Source: Prolia and Xgeva labels, Indications; seed "Clinical Indications and Dos
 
 from __future__ import annotations
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.common import ONCOLOGIC_INDICATIONS, OSTEOPOROSIS_TYPE_INDICATIONS
@@ -65,14 +65,8 @@ def evidence_lines(evidence) -> str:
 
 
 def cancel_suggestion(order: MedicationEntry, label: str) -> tuple[Suggestion, ...]:
-    if not order.reference:
-        return ()
-    return (
-        Suggestion(
-            label=label,
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        ),
-    )
+    suggestion = common.cancel_orders_suggestion((order,), label)
+    return (suggestion,) if suggestion else ()
 
 
 def low_dose_for_bone_metastases(ctx: RuleContext, order: MedicationEntry, evidence) -> Finding:

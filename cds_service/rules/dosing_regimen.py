@@ -144,12 +144,10 @@ def loading_days_text(ctx: RuleContext) -> str:
 
 def cancel_suggestions(orders) -> tuple[Suggestion, ...]:
     return tuple(
-        Suggestion(
-            label=f"Cancel {order.name} to re-enter it at the regimen's dose and interval",
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        )
+        suggestion
         for order in orders
-        if order.reference
+        if (suggestion := common.cancel_orders_suggestion(
+            (order,), f"Cancel {order.name} to re-enter it at the regimen's dose and interval"))
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Finding
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.common import LOADING_DOSE_INDICATIONS
@@ -94,12 +94,9 @@ def duplicate_finding(ctx: RuleContext, duplicates) -> Finding:
         + "**Keep one denosumab order**: remove the new draft, or stop the existing order if this one replaces it."
     )
     suggestions = tuple(
-        Suggestion(
-            label=f"Remove the new draft order for {order.name}",
-            actions=(Action(type="delete", description=f"Remove the draft order for {order.name}", resource_id=order.reference),),
-        )
+        suggestion
         for order, _ in duplicates
-        if order.reference
+        if (suggestion := common.cancel_orders_suggestion((order,), f"Remove the new draft order for {order.name}"))
     )
     return Finding(
         topic=TOPIC,

@@ -151,10 +151,7 @@ def replace_with_oral_suggestion(
     ctx: RuleContext, zoledronic_acid_orders: tuple[MedicationEntry, ...], last: MedicationEntry
 ) -> Suggestion:
     reason = f"Transition after denosumab (last dose {common.fmt_date(last.date)}); zoledronic acid contraindicated (eGFR < {common.fmt_number(ctx.threshold('egfr_zoledronic_acid_min'))})"
-    cancel = tuple(
-        Action(type="delete", description=f"Cancel the draft order: {order.name}", resource_id=order.reference)
-        for order in zoledronic_acid_orders if order.reference
-    )
+    cancel = common.cancel_order_actions(zoledronic_acid_orders)
     product = common.order_codings(ctx, "transition-oral-bisphosphonate-order")[0]
     return Suggestion(
         label=f"Replace zoledronic acid with {product.display}, once weekly",
@@ -176,7 +173,7 @@ def reschedule_suggestions(
             Suggestion(
                 label=f"Re-order {order.name} to start on {due}",
                 actions=(
-                    Action(type="delete", description=f"Cancel the draft order: {order.name}", resource_id=order.reference),
+                    *common.cancel_order_actions((order,)),
                     Action(
                         type="create",
                         description=f"Order {order.name} starting {due}",
