@@ -37,11 +37,18 @@ def test_a_rule_that_raises_is_reported_and_the_others_still_answer(client, monk
 def test_an_invalid_card_is_dropped_not_sent(client, monkeypatch):
     app_service = client.application.extensions["denosumab_cds"]
     rule = next(rule for rule in app_service.rules if rule.topic == "pediatric")
-    monkeypatch.setattr(rule.module, "evaluate", lambda ctx: Finding("pediatric", "warning", "x" * 200, "too long"))
+    monkeypatch.setattr(rule.module, "evaluate", lambda ctx: Finding("pediatric", "warning", "", "no summary"))
     response = client.post("/cds-services/order-sign", json=_low_calcium_request())
     assert response.status_code == 200
     topics = [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
     assert "pediatric" not in topics and "hypocalcemia" in topics
+
+
+def test_an_overlong_summary_is_shortened_not_dropped():
+    kb = load_knowledge()
+    summary = "Surgical removal of impacted tooth, completely bony, with unusual complications " * 3
+    (card,) = build_response([Finding("dental-clearance", "warning", summary, "d")], kb)["cards"]
+    assert len(card["summary"]) < 140 and card["summary"].endswith("…")
 
 
 def test_cards_are_ordered_critical_warning_info_and_one_per_topic():

@@ -7,7 +7,7 @@ import logging
 import uuid
 
 from cds_service.cards.model import INDICATOR_ORDER, Finding
-from cds_service.cards.validate import response_problems
+from cds_service.cards.validate import SUMMARY_MAX, response_problems
 from cds_service.knowledge import Knowledge
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,14 @@ def _action_json(action) -> dict:
     return out
 
 
+def _fit_summary(summary: str) -> str:
+    """Summaries carry data (a procedure's or drug's name) and must stay under 140 characters:
+    shorten an overlong one rather than lose the card."""
+    if len(summary) < SUMMARY_MAX:
+        return summary
+    return summary[: SUMMARY_MAX - 2].rstrip() + "…"
+
+
 def card_from_finding(finding: Finding, kb: Knowledge) -> dict:
     topic = kb.topics[finding.topic]
     source = {
@@ -37,7 +45,7 @@ def card_from_finding(finding: Finding, kb: Knowledge) -> dict:
         source["url"] = topic.source_url
     card = {
         "uuid": str(uuid.uuid4()),
-        "summary": finding.summary,
+        "summary": _fit_summary(finding.summary),
         "indicator": finding.indicator,
         "detail": f"{finding.detail.rstrip()}\n\n*Source:* {topic.citation}",
         "source": source,

@@ -79,8 +79,6 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         latest = invasive[0]
         when = common.fmt_date(latest.performed)
         summary = f"{latest.name} on {when}: let the jaw heal before denosumab (ONJ risk)"
-        if len(summary) >= 140:
-            summary = f"Invasive dental procedure on {when}: let the jaw heal before denosumab (ONJ risk)"
     elif no_exam_before_start:
         summary = "Starting denosumab without a recent dental examination: dental evaluation first (ONJ risk)"
     else:
