@@ -7,12 +7,12 @@ import gc
 import json
 import logging
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from cds_service.config import ConfigError, load_settings
 from cds_service.errors import CdsError
 from cds_service.logs import configure_logging
+from cds_service.record.dates import parse_day_or_time
 
 logger = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections in a worker (Python's default: 700)
@@ -70,9 +70,12 @@ def _check(args) -> int:
     # A fixture file wraps the request with its expectations; a plain hook request is used as is.
     body = document.get("request", document) if isinstance(document, dict) else document
     service_id = args.service or (document.get("service") if isinstance(document, dict) else None) or body.get("hook")
-    as_of = datetime.fromisoformat(args.as_of).astimezone(timezone.utc) if args.as_of else None
-    if as_of is None and isinstance(document, dict) and isinstance(document.get("asOf"), str) and args.fixture_time:
-        as_of = datetime.fromisoformat(document["asOf"]).astimezone(timezone.utc)
+    given = args.as_of or (document.get("asOf") if args.fixture_time and isinstance(document, dict) else None)
+    try:
+        as_of = parse_day_or_time(given) if given else None
+    except ValueError as error:
+        print(f"check: {error}", file=sys.stderr)
+        return 2
     service = HookService(settings, clock=(lambda: as_of) if as_of else HookService.clock)
     try:
         outcome = service.evaluate(service_id, body, anonymous_caller(settings))

@@ -23,8 +23,10 @@ import json
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import datetime
 from pathlib import Path
+
+from cds_service.record.dates import parse_day_or_time
 
 FORMATS = ("table", "csv", "json")
 NO_REASON = ("", "", "(no reason given)")
@@ -75,17 +77,6 @@ class Report:
             "topics": [row.to_json() for row in self.topics],
             "total": {k: v for k, v in self.total.to_json().items() if k not in ("override_reasons", "accepted_suggestions")},
         }
-
-
-def parse_day_or_time(value: str) -> datetime:
-    """`2026-11-01` (midnight UTC) or an ISO date-time (UTC when it has no offset)."""
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(0), tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO date-time") from None
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def build_report(engine, *, since: datetime | None = None, until: datetime | None = None, top: int = 5, topic_displays=None) -> Report:

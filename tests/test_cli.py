@@ -31,3 +31,13 @@ def test_check_reports_a_bad_request_as_an_operation_outcome(tmp_path, capsys):
     path.write_text(json.dumps(request))
     assert main(["check", str(path)]) == 1
     assert json.loads(capsys.readouterr().out)["resourceType"] == "OperationOutcome"
+
+
+def test_check_refuses_a_bad_as_of_with_a_message(capsys):
+    assert main(["check", str(BASELINE), "--as-of", "next tuesday"]) == 2
+    assert "next tuesday" in capsys.readouterr().err
+
+
+def test_check_reads_a_day_as_its_midnight_utc(capsys):
+    assert main(["check", str(BASELINE), "--as-of", "2026-11-25"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cards": []}

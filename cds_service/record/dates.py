@@ -40,3 +40,12 @@ def to_datetime(value) -> datetime | None:
 def to_date(value) -> date | None:
     moment = to_datetime(value)
     return moment.date() if moment else None
+
+
+def parse_day_or_time(value: str) -> datetime:
+    """A date or date-time typed by a user (`--as-of`, `--since`): a day is its midnight UTC, a
+    time without offset is UTC. Raises ValueError with a message fit for the command line."""
+    moment = to_datetime(value) if isinstance(value, str) and value.strip() else None
+    if moment is None:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD) or an ISO date-time")
+    return moment
