@@ -109,17 +109,6 @@ def _codings(codeable) -> tuple[Coding, ...]:
     return tuple(Coding(c.system, c.code, c.display) for c in codeable.coding)
 
 
-def _name(codeable, fallback: str) -> str:
-    if codeable is None:
-        return fallback
-    if codeable.text:
-        return codeable.text
-    for coding in codeable.coding or ():
-        if coding.display:
-            return coding.display
-    return fallback
-
-
 def _first_code(codeable) -> str | None:
     if codeable is None:
         return None
@@ -278,7 +267,7 @@ class _Builder:
             for coding in model.valueCodeableConcept.coding or ():
                 qualitative = qualitative or self.qualitative.read_coding(coding.system, coding.code)
             qualitative = qualitative or self.qualitative.read_text(model.valueCodeableConcept.text)
-            original_text = original_text or _name(model.valueCodeableConcept, "")
+            original_text = original_text or _raw_name(raw.get("valueCodeableConcept"), "")
         if model.valueString is not None:
             qualitative = qualitative or self.qualitative.read_text(model.valueString)
             original_text = original_text or model.valueString[:80]
@@ -314,7 +303,7 @@ class _Builder:
         return ConditionEntry(
             id=model.id,
             concepts=concepts,
-            name=_name(model.code, "(unnamed condition)"),
+            name=_raw_name(raw.get("code"), "(unnamed condition)"),
             clinical_status=_first_code(model.clinicalStatus),
             verification_status=_first_code(model.verificationStatus),
             onset=to_datetime(model.onsetDateTime or (model.onsetPeriod and model.onsetPeriod.start)),
@@ -335,7 +324,7 @@ class _Builder:
         return ProcedureEntry(
             id=model.id,
             concepts=concepts,
-            name=_name(model.code, "(unnamed procedure)"),
+            name=_raw_name(raw.get("code"), "(unnamed procedure)"),
             status=model.status,
             performed=to_datetime(model.performedDateTime or (period and (period.end or period.start))),
             codings=_codings(model.code),
