@@ -6,9 +6,9 @@ import copy
 import json
 import uuid
 
+from cds_service.knowledge import RXNORM
 from tests.conftest import SCENARIOS
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 FHIR_BASE = "https://ehr.example.org/fhir/r4"
 BASELINE = SCENARIOS / "baseline" / "no-cards-well-managed-prolia-order-sign.json"
 PREFETCH_KEYS = (

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from cds_service.record.model import Coding
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-
 
 def _links(patient_id: str | None, encounter_id: str | None) -> dict:
     links = {}

@@ -4,10 +4,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cds_service.knowledge import load_knowledge
+from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.build import RecordInputs, build_record
 
-RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
+RX = RXNORM
 PID = "p-42"
 
 

@@ -3,12 +3,9 @@ and the card one topic produced for it."""
 
 from __future__ import annotations
 
+from cds_service.knowledge import ICD10CM, LOINC, RXNORM, SNOMED
 from tests.requests_for_tests import FHIR_BASE, baseline_request
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
 PATIENT_ID = "pat-wm-0001"
 PROLIA = {"system": RXNORM, "code": "993456", "display": "1 ML denosumab 60 MG/ML Prefilled Syringe [Prolia]"}
 XGEVA = {"system": RXNORM, "code": "1046402", "display": "1.7 ML denosumab 70 MG/ML Injection [Xgeva]"}

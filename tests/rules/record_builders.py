@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import ModuleType
 
-from cds_service.knowledge import load_knowledge
+from cds_service.knowledge import CDT_ADA, CPT, ICD10CM, LOINC, NDC, RXNORM, SNOMED, load_knowledge
 from cds_service.record.build import RecordInputs, build_record
 from cds_service.rules.context import RuleContext
 
@@ -14,13 +14,7 @@ AS_OF = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
 CENTRAL = timezone(timedelta(hours=-6))
 PATIENT_ID = "pat-7731"
 ENCOUNTER_ID = "enc-9902"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-NDC = "http://hl7.org/fhir/sid/ndc"
-CPT = "http://www.ama-assn.org/go/cpt"
-CDT = "http://www.ada.org/cdt"
+CDT = CDT_ADA
 UCUM = "http://unitsofmeasure.org"
 PROLIA = {"system": RXNORM, "code": "993456", "display": "1 ML denosumab 60 MG/ML Prefilled Syringe [Prolia]"}
 _counter = iter(range(1, 10**6))
