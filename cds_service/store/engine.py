@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -18,10 +20,25 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 2
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; safe across processes
-    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash (no-loss promise)
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _switch_to_wal(cursor)
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash (no-loss promise)
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """WAL journal: readers never block the writer, safe across processes. The switch is stored in
+    the file, so it happens once; but instances opening a new file together race for it, and
+    SQLite answers the loser "database is locked" without waiting, so the loser tries again."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def create_store_engine(url: str | None = None) -> Engine:

@@ -122,7 +122,8 @@ def migrate(engine: Engine) -> None:
             select(store_meta.c.value).where(store_meta.c.name == "schema_version")
         ).scalar_one_or_none()
         if stored is None:
-            connection.execute(store_meta.insert().values(name="schema_version", value=str(SCHEMA_VERSION)))
+            insert = insert_if_absent(engine.dialect.name, store_meta)
+            connection.execute(insert.values(name="schema_version", value=str(SCHEMA_VERSION)))
         elif int(stored) > SCHEMA_VERSION:
             raise ConfigError(
                 f"the store has schema version {stored}, newer than this release ({SCHEMA_VERSION}); upgrade the service"

@@ -33,6 +33,17 @@ def test_instances_starting_together_set_up_one_schema(backend_url):
     assert open_store(Settings(store_url=backend_url)).ledger.patient_hash_key in keys  # and after a restart
 
 
+def test_sqlite_files_opened_by_many_workers_at_once_all_open(tmp_path):
+    # A new SQLite file is switched to WAL by whichever worker comes first; SQLite refuses the
+    # others at once ("database is locked") instead of waiting, so one try per file is not enough
+    # to show that every worker opens it: race on twenty new files.
+    for attempt in range(20):
+        url = f"sqlite:///{tmp_path / f'race-{attempt}.sqlite3'}"
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            stores = list(pool.map(lambda _: open_store(Settings(store_url=url)), range(6)))
+        assert len({store.ledger.patient_hash_key for store in stores}) == 1
+
+
 def test_a_store_from_a_newer_release_is_refused(backend_url):
     store = open_store(Settings(store_url=backend_url))
     with store.engine.begin() as connection:
