@@ -23,6 +23,7 @@ class LoadResult:
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    worker_cpu_seconds: float = 0.0  # the server's workers, when the caller measured it
 
     @property
     def count(self) -> int:
@@ -49,7 +50,12 @@ class LoadResult:
         for status, count in other.statuses.items():
             statuses[status] = statuses.get(status, 0) + count
         return LoadResult(self.clients, self.latencies_ms + other.latencies_ms, self.errors + other.errors,
-                          statuses, self.wall_seconds + other.wall_seconds)
+                          statuses, self.wall_seconds + other.wall_seconds,
+                          self.worker_cpu_seconds + other.worker_cpu_seconds)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.worker_cpu_seconds * 1000 / self.count if self.count else float("nan")
 
     @property
     def throughput(self) -> float:

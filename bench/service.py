@@ -41,6 +41,15 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc/<pid>/stat (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -74,6 +83,10 @@ class Service:
 
     def worker_pids(self) -> list[int]:
         return children_of(self.process.pid)
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time used by all workers so far: per request, steadier than latency on a busy machine."""
+        return sum(cpu_seconds(pid) for pid in self.worker_pids())
 
     def worker_rss_kib(self) -> dict[int, int]:
         return {pid: rss for pid in self.worker_pids() if (rss := rss_kib(pid)) is not None}

@@ -2,13 +2,16 @@
 
 Two passes per resource, for speed and safety: first a cheap look at the raw JSON's codes, which
 drops everything no rule can use (most of a five-year lab history) without validating it; then
-the remaining resources are validated one by one with the R4B models (`fhir_parse`). A resource
-that fails is skipped and reported; the rest of the call goes on.
+the remaining resources are validated one by one with the R4B models (`fhir_parse`). Lab results
+are validated only when a rule reads them (`LabSeries`, newest first: the rules read the newest
+few of each analyte), the rest at once. A resource that fails is skipped and reported; the rest of
+the call goes on.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +23,7 @@ from cds_service.record.model import (
     Coding,
     ConditionEntry,
     LabResult,
+    LabSeries,
     MedicationEntry,
     Patient,
     PatientRecord,
@@ -229,20 +233,17 @@ class _Builder:
         )
 
     # labs ---------------------------------------------------------------------------------------
-    def lab(self, where: str, raw: dict) -> LabResult | None:
+    def lab_analyte(self, raw: dict) -> tuple[frozenset[str], str | None]:
+        """The raw Observation's concepts and the analyte they make it (None: no rule reads it)."""
         concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
         analyte = next((a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None)
-        if analyte is None:
-            return None
+        return concepts, analyte
+
+    def lab(self, where: str, raw: dict, concepts: frozenset[str], analyte: str) -> LabResult | None:
         model = self.parse(where, raw)
         if model is None:
             return None
-        effective = to_datetime(
-            model.effectiveDateTime
-            or (model.effectivePeriod and (model.effectivePeriod.end or model.effectivePeriod.start))
-            or model.effectiveInstant
-            or model.issued
-        )
+        effective = _lab_effective(model)
         units = self.units.get(analyte)
         value, unit, comparator, original_text = None, None, None, None
         quantity = model.valueQuantity
@@ -337,6 +338,20 @@ class _Builder:
         if model is None:
             return Patient(self.inputs.patient_id, None, None)
         return Patient(model.id or self.inputs.patient_id, to_date(model.birthDate), model.gender)
+
+
+def _lab_effective(observation) -> datetime | None:
+    """When a lab result was taken, from a validated Observation or (the same paths) raw JSON."""
+    if isinstance(observation, dict):
+        period = observation.get("effectivePeriod")
+        period = period if isinstance(period, dict) else {}
+        values = (observation.get("effectiveDateTime"), period.get("end"), period.get("start"),
+                  observation.get("effectiveInstant"), observation.get("issued"))
+    else:
+        period = observation.effectivePeriod
+        values = (observation.effectiveDateTime, period and period.end, period and period.start,
+                  observation.effectiveInstant, observation.issued)
+    return to_datetime(next((value for value in values if value), None))
 
 
 def _read_elements(raw: dict) -> dict:
@@ -437,6 +452,10 @@ def _newest_first(items, key):
     return tuple(sorted(items, key=lambda item: key(item) or _UNDATED, reverse=True))
 
 
+def _given(lab: LabResult) -> LabResult:
+    return lab
+
+
 def _selected(drafts: list[MedicationEntry], selections: tuple[str, ...] | None) -> tuple[MedicationEntry, ...]:
     if not selections:
         return tuple(drafts)  # order-sign / medication-prescribe, or an order-select without selections
@@ -481,25 +500,32 @@ def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
     draft_refs = {d.reference for d in drafts if d.reference}
     # A re-signed order can also sit in the history prefetch: keep one copy, the draft.
     medications = [m for m in medications if m.reference not in draft_refs]
-    labs = [lab for where, raw in by_type.get("Observation", ()) if (lab := builder.lab(where, raw)) is not None]
+    lab_entries: dict[str, list] = {}
+    for where, raw in by_type.get("Observation", ()):
+        concepts, analyte = builder.lab_analyte(raw)
+        if analyte is None:
+            continue  # no rule reads it
+        moment = _lab_effective(raw)
+        if moment is not None:  # validated when a rule first reads it (LabSeries)
+            build = partial(builder.lab, where, raw, concepts, analyte)
+        else:  # no readable date to order it by without validating: validate now
+            lab = builder.lab(where, raw, concepts, analyte)
+            if lab is None:
+                continue
+            moment, build = lab.effective, partial(_given, lab)
+        lab_entries.setdefault(analyte, []).append((moment, build))
     conditions = [c for where, raw in by_type.get("Condition", ()) if (c := builder.condition(where, raw)) is not None]
     procedures = [p for where, raw in by_type.get("Procedure", ()) if (p := builder.procedure(where, raw)) is not None]
 
-    labs_sorted = _newest_first(labs, lambda lab: lab.effective)
-    grouped: dict[str, list[LabResult]] = {}
-    for lab in labs_sorted:
-        grouped.setdefault(lab.analyte, []).append(lab)
-    labs_by_analyte = {analyte: tuple(results) for analyte, results in grouped.items()}
     return PatientRecord(
         patient=builder.patient(patient_raw),
         medications=_newest_first(medications, lambda m: m.date),
         draft_orders=tuple(drafts),
         focus_orders=_selected(drafts, inputs.selections),
-        labs=labs_sorted,
         conditions=tuple(conditions),
         procedures=_newest_first(procedures, lambda p: p.performed),
         encounter_id=inputs.encounter_id,
         unavailable=inputs.unavailable,
-        skipped=tuple(builder.skipped),
-        _labs_by_analyte=labs_by_analyte,
+        _labs_by_analyte={analyte: LabSeries(entries) for analyte, entries in lab_entries.items()},
+        _skipped=builder.skipped,  # shared: lab results found unusable when read are added
     )

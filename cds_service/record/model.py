@@ -1,13 +1,14 @@
 """The normalized patient record: the one view of a patient that the clinical rules read.
 
 Built once per hook call from prefetch and fetched FHIR data (see `build.py`, the only code that
-knows FHIR element paths). Immutable. Every coded item carries `concepts`, the names of the
+knows FHIR element paths). Immutable to its readers; lab results are read lazily (`LabSeries`). Every coded item carries `concepts`, the names of the
 `seeds/valuesets` it belongs to, so rules ask clinical questions ("is this a calcimimetic?")
 without touching codes. A missing value is `None`, never `False` or 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal
@@ -137,23 +138,68 @@ class SkippedResource:
     reference: str | None = None  # "Type/id", for the user's own tools (`check`), never logged
 
 
+class LabSeries:
+    """The results of one analyte, newest first, each built (validated) only when first read.
+
+    A five-year history holds dozens of results per analyte, and the rules read the newest few:
+    validating only what is read keeps a hook call's cost independent of the history's length.
+    Each entry comes with the date it is ordered by, taken from the resource before validation;
+    reading stops at the first result older than `since`, before that one is validated. An entry
+    that turns out unusable yields nothing (the builder reports it as skipped).
+    """
+
+    _UNREAD = object()
+
+    def __init__(self, entries: Iterable[tuple[datetime | None, Callable[[], "LabResult | None"]]]):
+        entries = list(entries)
+        dated = sorted((e for e in entries if e[0] is not None), key=lambda e: e[0], reverse=True)
+        undated = [e for e in entries if e[0] is None]
+        # Each entry: [date, build, the result once built (else _UNREAD)]
+        self._entries = [[moment, build, self._UNREAD] for moment, build in dated + undated]
+
+    def newest_first(self, since: datetime | None = None) -> Iterator["LabResult"]:
+        """Results newest first; with `since`, only those dated at or after it (undated ones never)."""
+        for entry in self._entries:
+            moment = entry[0]
+            if since is not None and (moment is None or moment < since):
+                return
+            if entry[2] is self._UNREAD:
+                entry[2], entry[1] = entry[1](), None
+            if entry[2] is not None:
+                yield entry[2]
+
+
 @dataclass(frozen=True)
 class PatientRecord:
     patient: Patient
     medications: tuple[MedicationEntry, ...] = ()  # history, newest first (draft orders excluded)
     draft_orders: tuple[MedicationEntry, ...] = ()  # every draft order of the hook call
     focus_orders: tuple[MedicationEntry, ...] = ()  # the drafts the hook asks about (selections)
-    labs: tuple[LabResult, ...] = ()  # newest first
     conditions: tuple[ConditionEntry, ...] = ()
     procedures: tuple[ProcedureEntry, ...] = ()  # newest first
     encounter_id: str | None = None
     unavailable: frozenset[str] = frozenset()  # DATA_CATEGORIES that could not be obtained
-    skipped: tuple[SkippedResource, ...] = ()
-    _labs_by_analyte: dict = field(default_factory=dict, compare=False, repr=False)
+    _labs_by_analyte: dict[str, LabSeries] = field(default_factory=dict, compare=False, repr=False)
+    # Grows while lab results are read: a result found unusable is reported when first read.
+    _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
 
-    def labs_for(self, analyte: str) -> tuple[LabResult, ...]:
-        """Results of one analyte (a value set name), newest first."""
-        return self._labs_by_analyte.get(analyte, ())
+    def labs_for(self, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
+        """Results of one analyte (a value set name), newest first; with `since`, only those
+        dated at or after it. Read lazily: stop iterating once you have what you need."""
+        series = self._labs_by_analyte.get(analyte)
+        return series.newest_first(since) if series is not None else iter(())
+
+    @property
+    def labs(self) -> tuple[LabResult, ...]:
+        """Every lab result, newest first, undated last (reads them all: for tools and tests)."""
+        everything = [lab for series in self._labs_by_analyte.values() for lab in series.newest_first()]
+        dated = sorted((lab for lab in everything if lab.effective is not None), key=lambda lab: lab.effective, reverse=True)
+        return tuple(dated) + tuple(lab for lab in everything if lab.effective is None)
+
+    @property
+    def skipped(self) -> tuple[SkippedResource, ...]:
+        """Resources that could not be used, among those read so far."""
+        return tuple(self._skipped)
 
     def medications_of(self, concept: str) -> tuple[MedicationEntry, ...]:
         return tuple(m for m in self.medications if concept in m.concepts)

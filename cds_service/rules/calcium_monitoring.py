@@ -29,17 +29,15 @@ def has_recent_calcium(ctx: RuleContext) -> bool:
 
 def last_calcium_on_file(ctx: RuleContext) -> LabResult | None:
     """The newest countable calcium result of any age (for the card: what there is)."""
-    results = [lab for analyte in common.CALCIUM_ANALYTES for lab in common.countable_results(ctx, analyte)]
-    return max(results, key=lambda lab: lab.effective, default=None)
+    return common.latest_countable_result(ctx, common.CALCIUM_ANALYTES)
 
 
 def not_yet_final_calcium(ctx: RuleContext) -> tuple[LabResult, ...]:
     """Recent calcium results that do not count yet (registered, preliminary): worth a mention."""
     since = ctx.days_before("calcium_lookback_days")
     return tuple(
-        lab for analyte in common.CALCIUM_ANALYTES for lab in ctx.record.labs_for(analyte)
-        if lab.status in PENDING_OBSERVATION_STATUSES and lab.effective is not None
-        and since <= lab.effective <= ctx.as_of
+        lab for analyte in common.CALCIUM_ANALYTES for lab in ctx.record.labs_for(analyte, since)
+        if lab.status in PENDING_OBSERVATION_STATUSES and lab.effective <= ctx.as_of
     )
 
 

@@ -7,6 +7,7 @@ never do: codes are in seeds/valuesets, numbers in seeds/thresholds.toml.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -139,13 +140,22 @@ def active_medications(record: PatientRecord, concepts: frozenset[str]) -> tuple
 
 # --- labs --------------------------------------------------------------------------------------
 
-def countable_results(ctx: RuleContext, analyte: str, since: datetime | None = None) -> tuple[LabResult, ...]:
-    """Final/amended/corrected results of `analyte` up to the call, newest first."""
-    return tuple(
-        lab for lab in ctx.record.labs_for(analyte)
-        if lab.status in COUNTABLE_OBSERVATION_STATUSES and lab.effective is not None
-        and lab.effective <= ctx.as_of and (since is None or lab.effective >= since)
+def countable_results(ctx: RuleContext, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
+    """Final/amended/corrected results of `analyte` up to the call (since `since`), newest first.
+    Read lazily (each result is validated when first read): take what you need and stop."""
+    return (
+        lab for lab in ctx.record.labs_for(analyte, since)
+        if lab.status in COUNTABLE_OBSERVATION_STATUSES and lab.effective is not None and lab.effective <= ctx.as_of
     )
+
+
+def latest_countable_result(ctx: RuleContext, analytes: Iterable[str], *, numeric: bool = False) -> LabResult | None:
+    """The newest countable result of any of `analytes`, of any age (numeric value if asked)."""
+    newest = (
+        next((lab for lab in countable_results(ctx, analyte) if not numeric or lab.value is not None), None)
+        for analyte in analytes
+    )
+    return max((lab for lab in newest if lab is not None), key=lambda lab: lab.effective, default=None)
 
 
 def latest_result(ctx: RuleContext, analyte: str, lookback_threshold: str, *, numeric: bool = True) -> LabResult | None:
@@ -317,8 +327,8 @@ def albumin_paired_with(ctx: RuleContext, calcium: LabResult) -> LabResult | Non
     """The countable albumin measured closest to the calcium, within albumin_pairing_days either side."""
     window = timedelta(days=ctx.threshold("albumin_pairing_days"))
     paired = [
-        albumin for albumin in countable_results(ctx, "albumin")
-        if albumin.value is not None and abs(albumin.effective - calcium.effective) <= window
+        albumin for albumin in countable_results(ctx, "albumin", calcium.effective - window)
+        if albumin.value is not None and albumin.effective - calcium.effective <= window
     ]
     return min(paired, key=lambda albumin: abs(albumin.effective - calcium.effective), default=None)
 

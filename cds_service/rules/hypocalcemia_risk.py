@@ -95,8 +95,8 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 
 
 def _latest_value(ctx: RuleContext, analyte: str) -> str:
-    results = [lab for lab in common.countable_results(ctx, analyte) if lab.value is not None]
-    return common.fmt_result(results[0]) if results else "none on file"
+    latest = common.latest_countable_result(ctx, (analyte,), numeric=True)
+    return common.fmt_result(latest) if latest else "none on file"
 
 
 def _advanced_ckd_steps(ctx: RuleContext) -> str:

@@ -125,8 +125,7 @@ def status_unknown_finding(ctx: RuleContext) -> Finding:
     age = patient.age_in_years(ctx.as_of)
     days = common.fmt_number(ctx.threshold("pregnancy_test_lookback_days"))
     since = common.fmt_date(ctx.days_before("pregnancy_test_lookback_days"))
-    earlier = [lab for analyte in PREGNANCY_TESTS for lab in common.countable_results(ctx, analyte)]
-    latest = max(earlier, key=lambda lab: lab.effective, default=None)
+    latest = common.latest_countable_result(ctx, PREGNANCY_TESTS)
     last_test = f"the latest on record: {describe_test(ctx, latest)}" if latest else "none on record"
     detail = (
         f"Female patient aged {age} (born {patient.birth_date.isoformat()}) starting denosumab; "

@@ -1,8 +1,10 @@
 """The normalized record: units, dates, medication identification, selection of drafts."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cds_service.knowledge import RXNORM, load_knowledge
 from cds_service.record.build import RecordInputs, build_record
@@ -74,6 +76,57 @@ def test_labs_are_newest_first_and_unrelated_observations_are_dropped(kb):
     record = _record(kb, labs)
     assert [lab.value for lab in record.labs_for("calcium-total")] == [9.5, 9.0]
     assert len(record.labs) == 2
+
+
+def test_lab_results_are_validated_only_when_read_newest_first(kb):
+    # Five years of calcium results: the rules read the newest few, so a malformed result from
+    # years back costs nothing and is reported only when something reads that far.
+    old_and_malformed = _lab("17861-6", "eight point nine", "mg/dL", "mg/dL", when="2021-03-01")
+    labs = [old_and_malformed,
+            _lab("17861-6", 9.5, "mg/dL", "mg/dL", when="2026-10-01T09:00:00+02:00"),
+            _lab("17861-6", 9.2, "mg/dL", "mg/dL", when="2024-05-01")]
+    record = _record(kb, labs)
+    assert next(record.labs_for("calcium-total")).value == 9.5
+    assert record.skipped == ()
+    assert [lab.value for lab in record.labs_for("calcium-total")] == [9.5, 9.2]  # the malformed one skipped
+    (skipped,) = record.skipped
+    assert skipped.reference == f"Observation/{old_and_malformed['id']}"
+
+
+def test_lab_results_since_a_date_stop_before_older_and_undated_ones(kb):
+    undated = _lab("17861-6", 8.1, "mg/dL", "mg/dL")
+    undated.pop("effectiveDateTime")
+    labs = [_lab("17861-6", 9.0, "mg/dL", "mg/dL", when="2026-06-30T23:59:59Z"),
+            _lab("17861-6", 9.1, "mg/dL", "mg/dL", when="2026-07-01T00:00:00Z"),
+            _lab("17861-6", 9.3, "mg/dL", "mg/dL", when="2026-07-01T01:00:00+02:00"),  # 2026-06-30 23:00 UTC
+            undated]
+    record = _record(kb, labs)
+    since = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    assert [lab.value for lab in record.labs_for("calcium-total", since)] == [9.1]
+    assert [lab.value for lab in record.labs_for("calcium-total")] == [9.1, 9.0, 9.3, 8.1]  # undated last
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    moments=st.lists(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2027, 1, 1),
+                                  timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5)),
+                                                             timezone(timedelta(hours=9, minutes=30))])),
+                     max_size=12),
+    since=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(timezone.utc)),
+)
+def test_reading_lazily_since_a_date_gives_what_filtering_everything_gives(kb, moments, since):
+    labs = [_lab("17861-6", 8 + i / 10, "mg/dL", "mg/dL", when=m.isoformat(), id=f"o-{i}") for i, m in enumerate(moments)]
+    everything = list(_record(kb, labs).labs_for("calcium-total"))
+    assert [lab.effective for lab in everything] == sorted((lab.effective for lab in everything), reverse=True)
+    expected = [lab.id for lab in everything if lab.effective >= since]
+    assert [lab.id for lab in _record(kb, labs).labs_for("calcium-total", since)] == expected
+
+
+def test_a_lab_result_with_an_unreadable_date_is_validated_at_once_and_reported(kb):
+    garbled = _lab("17861-6", 9.0, "mg/dL", "mg/dL", when="last Tuesday")
+    record = _record(kb, [garbled, _lab("17861-6", 9.4, "mg/dL", "mg/dL")])
+    assert len(record.skipped) == 1  # no date to place it by without reading it, so it is read now
+    assert [lab.value for lab in record.labs_for("calcium-total")] == [9.4]
 
 
 def test_hcg_qualitative_positive_by_code_and_by_interpretation(kb):
