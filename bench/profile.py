@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = len(built.labs) + len(built.medications) + len(built.conditions) + len(built.procedures) + 1
     stages = {
         "json.loads of the body": _median_ms(lambda: json.loads(body), repeats),
-        "record build (lab results validated later, when read)": _median_ms(record, repeats),
+        "record build (history validated later, when read)": _median_ms(record, repeats),
     }
     build._Builder.parse = lambda self, where, raw, draft=False: None  # counterfactual: no validation
     stages["record build, validation switched off"] = _median_ms(record, repeats)

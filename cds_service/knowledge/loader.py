@@ -253,6 +253,9 @@ class MedicationName:
     source: str
 
 
+_SEEN_CODINGS_LIMIT = 20_000
+
+
 @dataclass(frozen=True)
 class Knowledge:
     seeds_dir: Path
@@ -263,11 +266,24 @@ class Knowledge:
     _index: Mapping[tuple[str, str], frozenset[str]] = field(repr=False, compare=False)
     _names: Mapping[tuple[str, ...], frozenset[str]] = field(repr=False, compare=False)
     _max_name_words: int = field(default=0, repr=False, compare=False)
+    # Codings as they arrive -> their value sets: a long lab history repeats the same few dozen
+    # codes, and normalising each costs more than looking it up. Bounded; cleared when full.
+    _seen_codings: dict[tuple, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # -- look-ups ---------------------------------------------------------------------------
 
     def concepts_for(self, system: str | None, code: str | None) -> frozenset[str]:
         """Names of all value sets containing the coding (ICD-10-CM: also via parent codes)."""
+        key = (system, code)
+        found = self._seen_codings.get(key)
+        if found is None:
+            found = self._concepts_of_coding(system, code)
+            if len(self._seen_codings) >= _SEEN_CODINGS_LIMIT:
+                self._seen_codings.clear()
+            self._seen_codings[key] = found
+        return found
+
+    def _concepts_of_coding(self, system: str | None, code: str | None) -> frozenset[str]:
         system = canonical_system(system)
         norm = normalize_code(system, code)
         if not norm:

@@ -14,7 +14,7 @@ import math
 from functools import partial
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
@@ -23,13 +23,14 @@ from cds_service.record.model import (
     Coding,
     ConditionEntry,
     LabResult,
-    LabSeries,
+    LazyHistory,
     MedicationEntry,
     Patient,
     PatientRecord,
     ProcedureEntry,
     SkippedResource,
     Timing,
+    Unread,
 )
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
@@ -152,7 +153,7 @@ class _Builder:
             return None
 
     # medications ------------------------------------------------------------------------------
-    def _medication_raw_concept(self, raw: dict) -> tuple[object, frozenset[str]]:
+    def medication_concept(self, raw: dict) -> tuple[object, frozenset[str]]:
         """The medication's CodeableConcept (raw) and its concepts, following references."""
         concept = raw.get("medicationCodeableConcept")
         if concept is None:
@@ -177,33 +178,30 @@ class _Builder:
             concepts = self.kb.concepts_for_text(_raw_name(concept, ""))
         return concept, concepts
 
-    def medication(self, where: str, raw: dict, *, draft: bool) -> MedicationEntry | None:
-        concept_raw, concepts = self._medication_raw_concept(raw)
-        if not concepts and not draft:
-            return None  # no rule reads medications outside the value sets
+    def draft_order(self, raw: dict) -> MedicationEntry | None:
+        concept_raw, concepts = self.medication_concept(raw)
+        return self.medication("draftOrders", raw, concept_raw, concepts, draft=True)
+
+    def medication(
+        self, where: str, raw: dict, concept_raw, concepts: frozenset[str], *, draft: bool = False
+    ) -> MedicationEntry | None:
         model = self.parse(where, raw, draft=draft)
         if model is None:
             return None
         source = model.get_resource_type()
         name = _raw_name(concept_raw, "(unnamed medication)")
-        date, end_date, dose_mg, timing, dosage_text = None, None, None, None, None
+        date, end_date, dose_mg, timing, dosage_text = _when(model), None, None, None, None
         if source == "MedicationRequest":
-            date = to_datetime(model.authoredOn)
             dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
         elif source == "MedicationAdministration":
-            date = to_datetime(model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start))
             end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
             if model.dosage is not None:
                 dose_mg = _dose_mg(model.dosage.dose)
                 dosage_text = model.dosage.text
         elif source == "MedicationDispense":
-            date = to_datetime(model.whenHandedOver or model.whenPrepared)
             dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
         elif source == "MedicationStatement":
-            date = to_datetime(model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start))
             end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
-            if date is None:
-                date = to_datetime(model.dateAsserted)
             dose_mg, timing, dosage_text = _dosage(model.dosage)
         reasons: tuple[Coding, ...] = ()
         reason_refs: tuple[str, ...] = ()
@@ -243,7 +241,7 @@ class _Builder:
         model = self.parse(where, raw)
         if model is None:
             return None
-        effective = _lab_effective(model)
+        effective = _when(model)
         units = self.units.get(analyte)
         value, unit, comparator, original_text = None, None, None, None
         quantity = model.valueQuantity
@@ -314,22 +312,31 @@ class _Builder:
             codings=_codings(model.code),
         )
 
-    def procedure(self, where: str, raw: dict) -> ProcedureEntry | None:
-        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
-        if not concepts:
-            return None
+    def procedure(self, where: str, raw: dict, concepts: frozenset[str]) -> ProcedureEntry | None:
         model = self.parse(where, raw)
         if model is None:
             return None
-        period = model.performedPeriod
         return ProcedureEntry(
             id=model.id,
             concepts=concepts,
             name=_raw_name(raw.get("code"), "(unnamed procedure)"),
             status=model.status,
-            performed=to_datetime(model.performedDateTime or (period and (period.end or period.start))),
+            performed=_when(model),
             codings=_codings(model.code),
         )
+
+    def unread(self, raw: dict, concepts: frozenset[str], build, date_of) -> Unread | None:
+        """A history entry, validated by `build` when first read. One whose date cannot be read
+        from the raw JSON is validated now, to know where it belongs (`date_of` the built entry);
+        None when it proves unusable."""
+        moment = _when(raw)
+        status = raw["status"].strip() if isinstance(raw.get("status"), str) else None
+        if moment is None and _has_date(raw):
+            entry = build()
+            if entry is None:
+                return None
+            moment, build = date_of(entry), partial(_given, entry)
+        return Unread(moment, concepts, raw["resourceType"], status, build)
 
     def patient(self, raw: dict | None) -> Patient:
         if raw is None:
@@ -340,18 +347,38 @@ class _Builder:
         return Patient(model.id or self.inputs.patient_id, to_date(model.birthDate), model.gender)
 
 
-def _lab_effective(observation) -> datetime | None:
-    """When a lab result was taken, from a validated Observation or (the same paths) raw JSON."""
-    if isinstance(observation, dict):
-        period = observation.get("effectivePeriod")
-        period = period if isinstance(period, dict) else {}
-        values = (observation.get("effectiveDateTime"), period.get("end"), period.get("start"),
-                  observation.get("effectiveInstant"), observation.get("issued"))
-    else:
-        period = observation.effectivePeriod
-        values = (observation.effectiveDateTime, period and period.end, period and period.start,
-                  observation.effectiveInstant, observation.issued)
-    return to_datetime(next((value for value in values if value), None))
+# The elements a record's date comes from, first present wins: the same for the raw JSON (to order
+# entries before validation, see LazyHistory) and for the validated model.
+_DATE_PATHS = {
+    "Observation": ("effectiveDateTime", "effectivePeriod.end", "effectivePeriod.start", "effectiveInstant", "issued"),
+    "Procedure": ("performedDateTime", "performedPeriod.end", "performedPeriod.start"),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod.start"),
+    "MedicationDispense": ("whenHandedOver", "whenPrepared"),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
+}
+
+
+def _date_values(resource) -> list:
+    """The values at the resource's date paths, raw JSON (dict) or validated model alike."""
+    raw = isinstance(resource, dict)
+    kind = resource.get("resourceType") if raw else resource.get_resource_type()
+    values = []
+    for path in _DATE_PATHS.get(kind, ()):
+        value = resource
+        for name in path.split("."):
+            value = (value.get(name) if isinstance(value, dict) else None) if raw else getattr(value, name, None)
+        values.append(value)
+    return values
+
+
+def _when(resource) -> datetime | None:
+    """The date a lab result, medication record or procedure is ordered and judged by."""
+    return to_datetime(next((value for value in _date_values(resource) if value), None))
+
+
+def _has_date(raw: dict) -> bool:
+    return any(value for value in _date_values(raw))
 
 
 def _read_elements(raw: dict) -> dict:
@@ -444,16 +471,8 @@ def _range_bound(units, quantity, fallback_unit) -> float | None:
     return units.to_canonical(number, code, text)
 
 
-_UNDATED = datetime.min.replace(tzinfo=timezone.utc)
-
-
-def _newest_first(items, key):
-    """Newest first; undated items last."""
-    return tuple(sorted(items, key=lambda item: key(item) or _UNDATED, reverse=True))
-
-
-def _given(lab: LabResult) -> LabResult:
-    return lab
+def _given(entry):
+    return entry
 
 
 def _selected(drafts: list[MedicationEntry], selections: tuple[str, ...] | None) -> tuple[MedicationEntry, ...]:
@@ -485,47 +504,45 @@ def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
             continue
         by_type.setdefault(resource_type, []).append((where, raw))
 
-    medications = [
-        entry
-        for resource_type in MEDICATION_TYPES
-        for where, raw in by_type.get(resource_type, ())
-        if (entry := builder.medication(where, raw, draft=False)) is not None
+    drafts = [
+        entry for raw in inputs.draft_orders
+        if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest"
+        and (entry := builder.draft_order(raw)) is not None
     ]
-    drafts = []
-    for raw in inputs.draft_orders:
-        if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest":
-            entry = builder.medication("draftOrders", raw, draft=True)
-            if entry is not None:
-                drafts.append(entry)
     draft_refs = {d.reference for d in drafts if d.reference}
-    # A re-signed order can also sit in the history prefetch: keep one copy, the draft.
-    medications = [m for m in medications if m.reference not in draft_refs]
-    lab_entries: dict[str, list] = {}
+    medications = []
+    for resource_type in MEDICATION_TYPES:
+        for where, raw in by_type.get(resource_type, ()):
+            if isinstance(raw.get("id"), str) and f"{resource_type}/{raw['id']}" in draft_refs:
+                continue  # a re-signed order can also sit in the history prefetch: keep one copy, the draft
+            concept_raw, concepts = builder.medication_concept(raw)
+            if not concepts:
+                continue  # no rule reads medications outside the value sets
+            build = partial(builder.medication, where, raw, concept_raw, concepts)
+            medications.append(builder.unread(raw, concepts, build, lambda entry: entry.date))
+    labs = []
     for where, raw in by_type.get("Observation", ()):
         concepts, analyte = builder.lab_analyte(raw)
-        if analyte is None:
-            continue  # no rule reads it
-        moment = _lab_effective(raw)
-        if moment is not None:  # validated when a rule first reads it (LabSeries)
+        if analyte is not None:  # else no rule reads it
             build = partial(builder.lab, where, raw, concepts, analyte)
-        else:  # no readable date to order it by without validating: validate now
-            lab = builder.lab(where, raw, concepts, analyte)
-            if lab is None:
-                continue
-            moment, build = lab.effective, partial(_given, lab)
-        lab_entries.setdefault(analyte, []).append((moment, build))
+            labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
+    procedures = []
+    for where, raw in by_type.get("Procedure", ()):
+        concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
+        if concepts:
+            build = partial(builder.procedure, where, raw, concepts)
+            procedures.append(builder.unread(raw, concepts, build, lambda entry: entry.performed))
     conditions = [c for where, raw in by_type.get("Condition", ()) if (c := builder.condition(where, raw)) is not None]
-    procedures = [p for where, raw in by_type.get("Procedure", ()) if (p := builder.procedure(where, raw)) is not None]
 
     return PatientRecord(
         patient=builder.patient(patient_raw),
-        medications=_newest_first(medications, lambda m: m.date),
         draft_orders=tuple(drafts),
         focus_orders=_selected(drafts, inputs.selections),
         conditions=tuple(conditions),
-        procedures=_newest_first(procedures, lambda p: p.performed),
         encounter_id=inputs.encounter_id,
         unavailable=inputs.unavailable,
-        _labs_by_analyte={analyte: LabSeries(entries) for analyte, entries in lab_entries.items()},
-        _skipped=builder.skipped,  # shared: lab results found unusable when read are added
+        _labs=LazyHistory(e for e in labs if e is not None),
+        _medications=LazyHistory(e for e in medications if e is not None),
+        _procedures=LazyHistory(e for e in procedures if e is not None),
+        _skipped=builder.skipped,  # shared: entries found unusable when first read are added
     )

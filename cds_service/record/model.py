@@ -138,74 +138,122 @@ class SkippedResource:
     reference: str | None = None  # "Type/id", for the user's own tools (`check`), never logged
 
 
-class LabSeries:
-    """The results of one analyte, newest first, each built (validated) only when first read.
+@dataclass(frozen=True)
+class Unread:
+    """One history entry before it is read: what the builder could tell from the raw resource
+    without validating it, and how to build (validate) it."""
 
-    A five-year history holds dozens of results per analyte, and the rules read the newest few:
-    validating only what is read keeps a hook call's cost independent of the history's length.
-    Each entry comes with the date it is ordered by, taken from the resource before validation;
-    reading stops at the first result older than `since`, before that one is validated. An entry
-    that turns out unusable yields nothing (the builder reports it as skipped).
+    moment: datetime | None  # the date the entry is ordered by (the same element its model's date comes from)
+    concepts: frozenset[str]  # value sets its code belongs to (known before validation)
+    kind: str  # resourceType
+    status: str | None  # the raw status code, None when absent or not a string
+    build: Callable[[], object | None]  # the validated entry, or None when unusable (reported)
+
+
+class LazyHistory:
+    """Dated entries of one kind (lab results, medication records, procedures), newest first,
+    undated last, each built (validated) only when a reader first reaches it.
+
+    Five years of history hold dozens of records per concept, and the rules read the newest few,
+    or those of a status (active orders) or a window: validating only what is read keeps a hook
+    call's cost independent of the history's length. The filters below look at what was known
+    before validation; the reader still checks the built entry (its status, its date), so a
+    filter only spares work, it never decides.
     """
 
-    _UNREAD = object()
+    _NOT_BUILT = object()
 
-    def __init__(self, entries: Iterable[tuple[datetime | None, Callable[[], "LabResult | None"]]]):
+    def __init__(self, entries: Iterable[Unread]):
         entries = list(entries)
-        dated = sorted((e for e in entries if e[0] is not None), key=lambda e: e[0], reverse=True)
-        undated = [e for e in entries if e[0] is None]
-        # Each entry: [date, build, the result once built (else _UNREAD)]
-        self._entries = [[moment, build, self._UNREAD] for moment, build in dated + undated]
+        dated = sorted((e for e in entries if e.moment is not None), key=lambda e: e.moment, reverse=True)
+        self._entries = [[entry, self._NOT_BUILT] for entry in dated + [e for e in entries if e.moment is None]]
 
-    def newest_first(self, since: datetime | None = None) -> Iterator["LabResult"]:
-        """Results newest first; with `since`, only those dated at or after it (undated ones never)."""
-        for entry in self._entries:
-            moment = entry[0]
-            if since is not None and (moment is None or moment < since):
+    def newest_first(
+        self,
+        concepts: frozenset[str] | None = None,
+        *,
+        since: datetime | None = None,
+        statuses: frozenset[str] | None = None,
+        kinds: frozenset[str] | None = None,
+    ) -> Iterator:
+        """Entries newest first: of any of `concepts`; dated at or after `since` (undated ones
+        never); whose status may be one of `statuses` (a status unknown before validation may);
+        of the resource types `kinds`."""
+        for slot in self._entries:
+            unread = slot[0]
+            if since is not None and (unread.moment is None or unread.moment < since):
                 return
-            if entry[2] is self._UNREAD:
-                entry[2], entry[1] = entry[1](), None
-            if entry[2] is not None:
-                yield entry[2]
+            if concepts is not None and not unread.concepts & concepts:
+                continue
+            if statuses is not None and unread.status is not None and unread.status not in statuses:
+                continue
+            if kinds is not None and unread.kind not in kinds:
+                continue
+            if slot[1] is self._NOT_BUILT:
+                slot[1] = unread.build()
+            if slot[1] is not None:
+                yield slot[1]
 
 
 @dataclass(frozen=True)
 class PatientRecord:
     patient: Patient
-    medications: tuple[MedicationEntry, ...] = ()  # history, newest first (draft orders excluded)
     draft_orders: tuple[MedicationEntry, ...] = ()  # every draft order of the hook call
     focus_orders: tuple[MedicationEntry, ...] = ()  # the drafts the hook asks about (selections)
     conditions: tuple[ConditionEntry, ...] = ()
-    procedures: tuple[ProcedureEntry, ...] = ()  # newest first
     encounter_id: str | None = None
     unavailable: frozenset[str] = frozenset()  # DATA_CATEGORIES that could not be obtained
-    _labs_by_analyte: dict[str, LabSeries] = field(default_factory=dict, compare=False, repr=False)
-    # Grows while lab results are read: a result found unusable is reported when first read.
+    # Lab results, medication history (draft orders excluded) and procedures are read lazily:
+    # ask for them with the methods below, newest first, and stop once you have what you need.
+    _labs: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
+    _medications: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
+    _procedures: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
+    # Grows while the histories are read: an entry found unusable is reported when first read.
     _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
 
     def labs_for(self, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
         """Results of one analyte (a value set name), newest first; with `since`, only those
-        dated at or after it. Read lazily: stop iterating once you have what you need."""
-        series = self._labs_by_analyte.get(analyte)
-        return series.newest_first(since) if series is not None else iter(())
+        dated at or after it."""
+        return self._labs.newest_first(frozenset({analyte}), since=since)
+
+    def medications_of(
+        self,
+        concepts: frozenset[str],
+        *,
+        since: datetime | None = None,
+        statuses: frozenset[str] | None = None,
+        sources: frozenset[MedicationSource] | None = None,
+    ) -> Iterator[MedicationEntry]:
+        """Medication records (not this call's drafts) of any of `concepts`, newest first; with
+        `since`, dated at or after it. `statuses` and `sources` spare reading records that cannot
+        be wanted; check the status of what comes back."""
+        return self._medications.newest_first(concepts, since=since, statuses=statuses, kinds=sources)
+
+    def procedures_of(
+        self, concept: str, *, since: datetime | None = None, statuses: frozenset[str] | None = None
+    ) -> Iterator[ProcedureEntry]:
+        """Procedures of a kind, newest first; with `since`, performed at or after it."""
+        return self._procedures.newest_first(frozenset({concept}), since=since, statuses=statuses)
+
+    def conditions_of(self, concept: str) -> tuple[ConditionEntry, ...]:
+        return tuple(c for c in self.conditions if concept in c.concepts)
 
     @property
     def labs(self) -> tuple[LabResult, ...]:
-        """Every lab result, newest first, undated last (reads them all: for tools and tests)."""
-        everything = [lab for series in self._labs_by_analyte.values() for lab in series.newest_first()]
-        dated = sorted((lab for lab in everything if lab.effective is not None), key=lambda lab: lab.effective, reverse=True)
-        return tuple(dated) + tuple(lab for lab in everything if lab.effective is None)
+        """Every lab result, newest first (reads them all: for tools and tests, not rules)."""
+        return tuple(self._labs.newest_first())
+
+    @property
+    def medications(self) -> tuple[MedicationEntry, ...]:
+        """Every medication record, newest first (reads them all: for tools and tests, not rules)."""
+        return tuple(self._medications.newest_first())
+
+    @property
+    def procedures(self) -> tuple[ProcedureEntry, ...]:
+        """Every procedure, newest first (reads them all: for tools and tests, not rules)."""
+        return tuple(self._procedures.newest_first())
 
     @property
     def skipped(self) -> tuple[SkippedResource, ...]:
         """Resources that could not be used, among those read so far."""
         return tuple(self._skipped)
-
-    def medications_of(self, concept: str) -> tuple[MedicationEntry, ...]:
-        return tuple(m for m in self.medications if concept in m.concepts)
-
-    def conditions_of(self, concept: str) -> tuple[ConditionEntry, ...]:
-        return tuple(c for c in self.conditions if concept in c.concepts)
-
-    def procedures_of(self, concept: str) -> tuple[ProcedureEntry, ...]:
-        return tuple(p for p in self.procedures if concept in p.concepts)

@@ -25,10 +25,13 @@ NEEDS = frozenset({"conditions", "medications"})
 
 def evaluate(ctx: RuleContext) -> Finding | None:
     fractures = common.active_conditions(ctx, "atypical-femoral-fracture")
+    pain_conditions = common.active_conditions(ctx, "thigh-hip-groin-pain")
+    if not fractures and not pain_conditions:
+        return None
     doses = common.doses_given(ctx.record, ctx.as_of, common.DENOSUMAB)
     first_dose = doses[-1] if doses else None
     pains = tuple(
-        pain for pain in common.active_conditions(ctx, "thigh-hip-groin-pain")
+        pain for pain in pain_conditions
         if first_dose is not None and recorded_while_on_denosumab(pain, first_dose)
     )
     if not fractures and not pains:

@@ -22,6 +22,7 @@ FOLLOW_ON_AGENT = BISPHOSPHONATE | {"other-osteoporosis-agent"}
 
 # Observations count when final, amended or corrected (card catalog: "When the service looks").
 COUNTABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})
+_COMPLETED = frozenset({"completed"})
 ACTIVE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
 EXCLUDED_VERIFICATION_STATUSES = frozenset({"entered-in-error", "refuted"})
 # A dose was given when an administration or dispense completed, or a statement says it was taken.
@@ -31,8 +32,13 @@ DOSE_GIVEN_STATUSES = {
     "MedicationStatement": frozenset({"active", "completed"}),
     "MedicationRequest": frozenset({"completed"}),
 }
+_DOSE_GIVEN_ANY_SOURCE = frozenset().union(*DOSE_GIVEN_STATUSES.values())
+_DOSE_RECORD_SOURCES = frozenset({"MedicationAdministration", "MedicationDispense", "MedicationStatement"})
+_ORDER_SOURCE = frozenset({"MedicationRequest"})
 ACTIVE_ORDER_STATUSES = frozenset({"active", "on-hold"})
 ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended"})
+_ACTIVE_STATUSES = ACTIVE_ORDER_STATUSES | ACTIVE_STATEMENT_STATUSES
+_ACTIVE_SOURCES = frozenset({"MedicationRequest", "MedicationStatement"})
 ORDER_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order", "plan"})
 
 
@@ -97,24 +103,36 @@ def dose_mg_in_text(text: str | None) -> float | None:
 
 # --- medications -------------------------------------------------------------------------------
 
+def _dose_records(record: PatientRecord, as_of: datetime, concepts: frozenset[str], sources) -> Iterator[MedicationEntry]:
+    """Records of `sources` saying a dose of the drug was given up to `as_of`, newest first."""
+    return (
+        m for m in record.medications_of(concepts, statuses=_DOSE_GIVEN_ANY_SOURCE, sources=sources)
+        if m.date is not None and m.date <= as_of and m.status in DOSE_GIVEN_STATUSES[m.source]
+    )
+
+
 def doses_given(record: PatientRecord, as_of: datetime, concepts: frozenset[str]) -> tuple[MedicationEntry, ...]:
-    """Doses of a drug given up to `as_of`, newest first.
+    """Every dose of a drug given up to `as_of`, newest first.
 
     From administrations, dispenses and statements; completed orders count only when none of those
     exist (card catalog: "Dose history").
     """
-    given = [
-        m for m in record.medications
-        if m.concepts & concepts and m.date is not None and m.date <= as_of
-        and m.status in DOSE_GIVEN_STATUSES.get(m.source, frozenset())
-    ]
-    primary = [m for m in given if m.source != "MedicationRequest"]
-    return tuple(primary or given)
+    return tuple(_dose_records(record, as_of, concepts, _DOSE_RECORD_SOURCES)) or tuple(
+        _dose_records(record, as_of, concepts, _ORDER_SOURCE)
+    )
+
+
+def last_dose_given(record: PatientRecord, as_of: datetime, concepts: frozenset[str]) -> MedicationEntry | None:
+    """The newest of `doses_given`, read without going further back than it."""
+    for sources in (_DOSE_RECORD_SOURCES, _ORDER_SOURCE):
+        newest = next(_dose_records(record, as_of, concepts, sources), None)
+        if newest is not None:
+            return newest
+    return None
 
 
 def last_denosumab_dose(ctx: RuleContext) -> MedicationEntry | None:
-    doses = doses_given(ctx.record, ctx.as_of, DENOSUMAB)
-    return doses[0] if doses else None
+    return last_dose_given(ctx.record, ctx.as_of, DENOSUMAB)
 
 
 def is_initiating(ctx: RuleContext) -> bool:
@@ -135,7 +153,11 @@ def is_active_medication(entry: MedicationEntry) -> bool:
 
 
 def active_medications(record: PatientRecord, concepts: frozenset[str]) -> tuple[MedicationEntry, ...]:
-    return tuple(m for m in record.medications if m.concepts & concepts and is_active_medication(m))
+    """Active orders and statements of any of `concepts`, newest first."""
+    return tuple(
+        m for m in record.medications_of(concepts, statuses=_ACTIVE_STATUSES, sources=_ACTIVE_SOURCES)
+        if is_active_medication(m)
+    )
 
 
 # --- labs --------------------------------------------------------------------------------------
@@ -188,12 +210,11 @@ def conditions_in_history(ctx: RuleContext, concept: str) -> tuple[ConditionEntr
     )
 
 
-def completed_procedures(ctx: RuleContext, concept: str, since: datetime | None = None) -> tuple[ProcedureEntry, ...]:
-    """Completed procedures of a kind up to the call, newest first."""
-    return tuple(
-        p for p in ctx.record.procedures_of(concept)
+def completed_procedures(ctx: RuleContext, concept: str, since: datetime | None = None) -> Iterator[ProcedureEntry]:
+    """Completed procedures of a kind up to the call (since `since`), newest first; read lazily."""
+    return (
+        p for p in ctx.record.procedures_of(concept, since=since, statuses=_COMPLETED)
         if p.status == "completed" and p.performed is not None and p.performed <= ctx.as_of
-        and (since is None or p.performed >= since)
     )
 
 
@@ -381,7 +402,7 @@ def latest_egfr(ctx: RuleContext) -> LabResult | None:
 
 
 def recent_dialysis_procedures(ctx: RuleContext) -> tuple[ProcedureEntry, ...]:
-    return completed_procedures(ctx, "dialysis-procedure", ctx.days_before("dialysis_procedure_lookback_days"))
+    return tuple(completed_procedures(ctx, "dialysis-procedure", ctx.days_before("dialysis_procedure_lookback_days")))
 
 
 def advanced_ckd_evidence(ctx: RuleContext) -> tuple[str, ...]:
@@ -482,8 +503,8 @@ def other_denosumab_orders(ctx: RuleContext, order: MedicationEntry) -> tuple[Me
     draft_ids = {d.id for d in ctx.record.draft_orders if d.id}
     drafts = [d for d in ctx.record.draft_orders if d is not order and is_denosumab(d)]
     history = [
-        m for m in ctx.record.medications
-        if m.source == "MedicationRequest" and is_denosumab(m) and is_active_medication(m) and m.id not in draft_ids
+        m for m in ctx.record.medications_of(DENOSUMAB, statuses=ACTIVE_ORDER_STATUSES, sources=_ORDER_SOURCE)
+        if is_active_medication(m) and m.id not in draft_ids
     ]
     return tuple(drafts + history)
 
@@ -605,29 +626,28 @@ def history_regimen(ctx: RuleContext) -> str | None:
     last = last_denosumab_dose(ctx)
     if last is not None and regimen_of(ctx, last):
         return regimen_of(ctx, last)
-    for entry in ctx.record.medications:  # newest first
-        if is_denosumab(entry) and entry.status not in WITHDRAWN_MEDICATION_STATUSES and regimen_of(ctx, entry):
+    for entry in ctx.record.medications_of(DENOSUMAB):  # newest first
+        if entry.status not in WITHDRAWN_MEDICATION_STATUSES and regimen_of(ctx, entry):
             return regimen_of(ctx, entry)
     return None
 
 
 def stopped_denosumab_record(ctx: RuleContext) -> MedicationEntry | None:
     """The newest denosumab order or statement, when its status says therapy was stopped."""
-    for entry in ctx.record.medications:  # newest first
-        if is_denosumab(entry) and entry.source in ("MedicationRequest", "MedicationStatement"):
-            return entry if entry.status == "stopped" else None
-    return None
+    newest = next(ctx.record.medications_of(DENOSUMAB, sources=_ACTIVE_SOURCES), None)
+    return newest if newest is not None and newest.status == "stopped" else None
 
 
 def bisphosphonates_since(ctx: RuleContext, since: datetime) -> tuple[MedicationEntry, ...]:
     """Bisphosphonates given or ordered on or after `since`: administrations, dispenses,
     statements and orders in the history (undated ones only when still active), and the other
     draft orders of this call. The focused draft orders themselves are not counted."""
-    history = [
-        m for m in ctx.record.medications
-        if m.concepts & BISPHOSPHONATE and m.status not in WITHDRAWN_MEDICATION_STATUSES
-        and ((m.date is not None and since <= m.date <= ctx.as_of) or (m.date is None and is_active_medication(m)))
+    dated = [
+        m for m in ctx.record.medications_of(BISPHOSPHONATE, since=since)
+        if m.status not in WITHDRAWN_MEDICATION_STATUSES and m.date is not None and m.date <= ctx.as_of
     ]
+    undated_active = [m for m in active_medications(ctx.record, BISPHOSPHONATE) if m.date is None]
+    history = dated + [m for m in undated_active if m.status not in WITHDRAWN_MEDICATION_STATUSES]
     drafts = [d for d in ctx.record.draft_orders if d.concepts & BISPHOSPHONATE and d not in ctx.orders]
     return tuple(history + drafts)
 

@@ -35,20 +35,16 @@ class DentalExam:
     description: str
 
 
-def dental_exams(ctx: RuleContext) -> tuple[DentalExam, ...]:
-    """Dental examinations up to the call, newest first: procedures, and encounter diagnoses
+def last_dental_exam(ctx: RuleContext) -> DentalExam | None:
+    """The newest dental examination up to the call: a procedure, or an encounter diagnosis
     ("encounter for dental examination") for EHRs that record the visit only that way."""
-    exams = [DentalExam(p.performed, p.name) for p in common.completed_procedures(ctx, "dental-examination")]
+    newest = next(common.completed_procedures(ctx, "dental-examination"), None)
+    exams = [DentalExam(newest.performed, newest.name)] if newest is not None else []
     for condition in ctx.record.conditions_of("dental-examination"):
         when = condition.onset or condition.recorded
         if when is not None and when <= ctx.as_of and condition.verification_status not in common.EXCLUDED_VERIFICATION_STATUSES:
             exams.append(DentalExam(when, condition.name))
-    return tuple(sorted(exams, key=lambda exam: exam.date, reverse=True))
-
-
-def last_dental_exam(ctx: RuleContext) -> DentalExam | None:
-    exams = dental_exams(ctx)
-    return exams[0] if exams else None
+    return max(exams, key=lambda exam: exam.date, default=None)
 
 
 def has_dental_exam_since(ctx: RuleContext, since: datetime) -> bool:
@@ -57,9 +53,9 @@ def has_dental_exam_since(ctx: RuleContext, since: datetime) -> bool:
 
 
 def recent_invasive_dental_procedures(ctx: RuleContext) -> tuple[ProcedureEntry, ...]:
-    return common.completed_procedures(
+    return tuple(common.completed_procedures(
         ctx, "invasive-dental-procedure", ctx.days_before("invasive_dental_healing_days")
-    )
+    ))
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:

@@ -69,7 +69,7 @@ def focus_triggers(hook: str, record: PatientRecord) -> dict[str, tuple]:
             triggers["denosumab-order"] = denosumab
         if follow_on:
             triggers["follow-on-order"] = follow_on
-    elif hook == "patient-view" and any(m.concepts & DENOSUMAB for m in record.medications):
+    elif hook == "patient-view" and next(record.medications_of(DENOSUMAB), None) is not None:
         triggers["patient-view"] = ()
     return triggers
 

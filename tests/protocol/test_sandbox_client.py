@@ -94,6 +94,7 @@ def test_one_malformed_prefetch_resource_is_skipped_and_reported(client):
     request = baseline_request()
     bad = {"resourceType": "Observation", "id": "lab-broken", "status": "final",
            "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
+           "effectiveDateTime": "2026-11-24T08:00:00Z",  # the newest calcium: the checks read it
            "valueQuantity": {"value": "eight point one", "unit": "mg/dL"}}
     request["prefetch"]["labResults"]["entry"].append({"resource": bad})
     response = client.post("/cds-services/order-sign", json=request)
