@@ -234,3 +234,94 @@ def test_order_with_only_a_local_ehr_code_is_identified_by_its_display(kb):
                          "display": "PROLIA 60 MG/ML SC SOSY"}]}
     (order,) = _record(kb, drafts=[_draft("d1", {"medicationCodeableConcept": local})]).draft_orders
     assert "denosumab-60mg" in order.concepts
+
+
+# --- medication history and procedures, read lazily -----------------------------------------------
+
+DENOSUMAB_60 = {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}}
+_MEDICATION_DATE = {"MedicationRequest": "authoredOn", "MedicationAdministration": "effectiveDateTime",
+                    "MedicationDispense": "whenHandedOver", "MedicationStatement": "effectiveDateTime"}
+
+
+def _medication(kind, record_id, status, when, **extra):
+    record = {"resourceType": kind, "id": record_id, "status": status, **DENOSUMAB_60,
+              "subject": {"reference": f"Patient/{PID}"}, _MEDICATION_DATE[kind]: when}
+    if kind == "MedicationRequest":
+        record["intent"] = "order"
+    record.update(extra)
+    return record
+
+
+def test_the_newest_dose_is_found_without_reading_older_records(kb):
+    from cds_service.rules.common import DENOSUMAB, last_dose_given
+
+    malformed_old = _medication("MedicationAdministration", "a-2022", "completed", "2022-05-02",
+                                dosage={"dose": {"value": "sixty", "unit": "mg"}})
+    record = _record(kb, [malformed_old,
+                          _medication("MedicationAdministration", "a-2026", "completed", "2026-05-04T10:00:00-04:00"),
+                          _medication("MedicationRequest", "r-2026", "completed", "2026-05-01")])
+    as_of = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    assert last_dose_given(record, as_of, DENOSUMAB).id == "a-2026"
+    assert record.skipped == ()
+    assert [m.id for m in record.medications] == ["a-2026", "r-2026"]  # reading everything finds the bad one
+    assert len(record.skipped) == 1
+
+
+def test_active_orders_are_found_without_reading_completed_ones(kb):
+    from cds_service.rules.common import DENOSUMAB, active_medications
+
+    malformed_completed = _medication("MedicationRequest", "r-old", "completed", "2024-01-01",
+                                      dosageInstruction=[{"timing": {"repeat": {"period": "six"}}}])
+    malformed_active = _medication("MedicationRequest", "r-odd", "active", "2023-01-01",
+                                   dosageInstruction=[{"timing": {"repeat": {"period": "six"}}}])
+    record = _record(kb, [malformed_completed, malformed_active,
+                          _medication("MedicationRequest", "r-now", "active", "2026-06-01")])
+    assert [m.id for m in active_medications(record, DENOSUMAB)] == ["r-now"]
+    (skipped,) = record.skipped  # the active one had to be read to know it is unusable; the completed one not
+    assert skipped.reference == "MedicationRequest/r-odd"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(
+        st.tuples(st.sampled_from(sorted(_MEDICATION_DATE)),
+                  st.sampled_from(["active", "on-hold", "completed", "stopped", "entered-in-error", "intended"]),
+                  st.one_of(st.none(), st.dates(min_value=datetime(2019, 1, 1).date(), max_value=datetime(2027, 1, 1).date()))),
+        max_size=10),
+    since=st.one_of(st.none(), st.datetimes(min_value=datetime(2019, 1, 1), max_value=datetime(2027, 1, 1),
+                                            timezones=st.just(timezone.utc))),
+    statuses=st.one_of(st.none(), st.frozensets(st.sampled_from(["active", "on-hold", "completed", "intended"]), min_size=1)),
+    sources=st.one_of(st.none(), st.frozensets(st.sampled_from(sorted(_MEDICATION_DATE)), min_size=1)),
+)
+def test_reading_medications_lazily_gives_what_filtering_everything_gives(kb, history, since, statuses, sources):
+    from cds_service.rules.common import DENOSUMAB
+
+    resources = []
+    for i, (kind, status, day) in enumerate(history):
+        resource = _medication(kind, f"m-{i}", status, day.isoformat() if day else None)
+        if day is None:
+            resource.pop(_MEDICATION_DATE[kind])
+        resources.append(resource)
+    everything = _record(kb, resources).medications
+    assert [m.date for m in everything if m.date] == sorted((m.date for m in everything if m.date), reverse=True)
+    expected = [
+        m.id for m in everything
+        if (since is None or (m.date is not None and m.date >= since))
+        and (statuses is None or m.status in statuses) and (sources is None or m.source in sources)
+    ]
+    lazily = _record(kb, resources).medications_of(DENOSUMAB, since=since, statuses=statuses, sources=sources)
+    assert [m.id for m in lazily] == expected
+
+
+def test_procedures_since_a_date_are_read_newest_first(kb):
+    def exam(procedure_id, status, when):
+        return {"resourceType": "Procedure", "id": procedure_id, "status": status,
+                "subject": {"reference": f"Patient/{PID}"}, "performedPeriod": {"start": when, "end": when},
+                "code": {"coding": [{"system": "http://www.ada.org/cdt", "code": "D0120"}]}}
+
+    record = _record(kb, [exam("p-2024", "completed", "2024-03-01"), exam("p-2026", "completed", "2026-09-01"),
+                          exam("p-planned", "preparation", "2026-12-01")])
+    since = datetime(2025, 11, 25, tzinfo=timezone.utc)
+    completed = frozenset({"completed"})
+    assert [p.id for p in record.procedures_of("dental-examination", since=since, statuses=completed)] == ["p-2026"]
+    assert [p.id for p in record.procedures_of("dental-examination")] == ["p-planned", "p-2026", "p-2024"]
