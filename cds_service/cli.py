@@ -18,6 +18,21 @@ logger = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections in a worker (Python's default: 700)
 
 
+def gunicorn_options(settings) -> dict:
+    """The gunicorn settings `serve` runs with."""
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": 30,
+        "accesslog": None,  # our own JSON line per call replaces it (no query strings)
+        "max_requests": settings.max_requests,
+        # Workers started together would otherwise all restart at the same moment.
+        "max_requests_jitter": settings.max_requests // 10,
+    }
+
+
 def _serve(args) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -46,12 +61,8 @@ def _serve(args) -> int:
 
     class Server(BaseApplication):
         def load_config(self):
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
-            self.cfg.set("timeout", 30)
-            self.cfg.set("accesslog", None)  # our own JSON line per call replaces it (no query strings)
+            for name, value in gunicorn_options(settings).items():
+                self.cfg.set(name, value)
             self.cfg.set("post_fork", post_fork)
 
         def load(self):

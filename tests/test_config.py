@@ -2,7 +2,7 @@
 
 import pytest
 
-from cds_service.config import CONFIG_ENV_VAR, ConfigError, load_settings
+from cds_service.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings
 
 PRODUCTION = """
 public_base_url = "https://cds.example.org/"
@@ -80,3 +80,16 @@ def test_threshold_overrides_reach_the_knowledge_base(tmp_path, make_app):
     path.write_text("[auth]\nrequire_jwt = false\n[thresholds]\ncalcium_lookback_days = 14\n")
     app = make_app(load_settings(path))
     assert app.extensions["denosumab_cds"].kb.threshold("calcium_lookback_days") == 14
+
+
+def test_workers_are_recycled_only_when_configured(tmp_path):
+    from cds_service.cli import gunicorn_options
+
+    path = tmp_path / "cds.toml"
+    path.write_text("[auth]\nrequire_jwt = false\n[server]\nworkers = 3\nmax_requests = 20000\n")
+    options = gunicorn_options(load_settings(path))
+    assert options["workers"] == 3 and options["max_requests"] == 20000 and options["max_requests_jitter"] == 2000
+    assert gunicorn_options(Settings())["max_requests"] == 0  # trial mode: never
+    path.write_text("[auth]\nrequire_jwt = false\n[server]\nmax_requests = -1\n")
+    with pytest.raises(ConfigError, match="max_requests"):
+        load_settings(path)
