@@ -561,6 +561,12 @@ BROKEN = {
     "medication name not lower case": (lambda d: _append(d / "medication-names.csv", "Foo,denosumab-60mg,x"),
                                         "lower case"),
     "invalid toml": (lambda d: _append(d / "valuesets.toml", "[valuesets.broken"), "invalid TOML"),
+    "order timing with an unknown unit": (lambda d: _replace(
+        d / "valuesets.toml", 'timing = { frequency = 1, period = 1, periodUnit = "wk" }',
+        'timing = { frequency = 1, period = 1, periodUnit = "week" }'), "periodUnit"),
+    "order timing with a fractional frequency": (lambda d: _replace(
+        d / "valuesets.toml", 'timing = { frequency = 2, period = 1, periodUnit = "d" }',
+        'timing = { frequency = 1.5, period = 1, periodUnit = "d" }'), "frequency"),
 }
 
 

@@ -185,6 +185,9 @@ class ValueSet:
     notes: str | None
     codings: tuple[Coding, ...]
     _keys: frozenset[tuple[str, str]] = field(repr=False, compare=False)
+    # Value sets of things a card orders: the instructions the suggested order carries.
+    sig: str | None = None  # dosage text, as the prescriber will read it
+    timing_repeat: Mapping[str, object] | None = None  # FHIR Timing.repeat: frequency, period, periodUnit
 
     def contains(self, system: str | None, code: str | None) -> bool:
         """True when the coding is in this value set (ICD-10-CM: also via a listed parent code)."""
@@ -431,13 +434,15 @@ def _load_value_sets(seeds: Path) -> dict[str, ValueSet]:
             raise KnowledgeError(f"{where}: value set name {name!r} must be lower-kebab-case")
         if not isinstance(entry, dict):
             raise KnowledgeError(f"{where}: [valuesets.{name}] must be a table")
-        _check_keys(entry, {"title", "description", "sources", "notes"}, where)
+        _check_keys(entry, {"title", "description", "sources", "notes", "sig", "timing"}, where)
         if name not in csv_names:
             raise KnowledgeError(f"{where}: [valuesets.{name}] has no file {csv_dir / (name + '.csv')}")
         title = _require_str(entry, "title", where)
         description = _require_str(entry, "description", where)
         sources = _require_str_list(entry, "sources", where)
         notes = _require_str(entry, "notes", where, optional=True)
+        sig = _require_str(entry, "sig", where, optional=True)
+        timing_repeat = _timing_repeat(entry.get("timing"), where) if "timing" in entry else None
 
         path = csv_names[name]
         codings: list[Coding] = []
@@ -471,8 +476,28 @@ def _load_value_sets(seeds: Path) -> dict[str, ValueSet]:
             notes=notes,
             codings=tuple(codings),
             _keys=frozenset(keys),
+            sig=sig,
+            timing_repeat=timing_repeat,
         )
     return value_sets
+
+
+_TIMING_PERIOD_UNITS = frozenset({"s", "min", "h", "d", "wk", "mo", "a"})
+
+
+def _timing_repeat(table, where: str) -> Mapping[str, object]:
+    """`timing = { frequency = 2, period = 1, periodUnit = "d" }`: a FHIR Timing.repeat."""
+    if not isinstance(table, dict):
+        raise KnowledgeError(f"{where}: timing must be an inline table such as {{ frequency = 1, period = 1, periodUnit = \"d\" }}")
+    _check_keys(table, {"frequency", "period", "periodUnit"}, where)
+    frequency, period, unit = table.get("frequency"), table.get("period"), table.get("periodUnit")
+    if not (isinstance(frequency, int) and not isinstance(frequency, bool) and frequency > 0):
+        raise KnowledgeError(f"{where}: timing.frequency must be a positive whole number")
+    if not (isinstance(period, (int, float)) and not isinstance(period, bool) and period > 0):
+        raise KnowledgeError(f"{where}: timing.period must be a positive number")
+    if unit not in _TIMING_PERIOD_UNITS:
+        raise KnowledgeError(f"{where}: timing.periodUnit must be one of {', '.join(sorted(_TIMING_PERIOD_UNITS))}")
+    return MappingProxyType({"frequency": frequency, "period": period, "periodUnit": unit})
 
 
 def _load_medication_names(seeds: Path, value_sets: Mapping[str, ValueSet]) -> tuple[MedicationName, ...]:

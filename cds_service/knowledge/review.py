@@ -199,6 +199,11 @@ def render(kb: Knowledge) -> str:
             w(f"  * {src}")
         if vs.notes:
             w(f"* **Notes / decisions:** {vs.notes}")
+        if vs.sig:
+            w(f"* **Instructions on the suggested order:** {vs.sig}")
+        if vs.timing_repeat:
+            r = vs.timing_repeat
+            w(f"* **Timing on the suggested order:** {r['frequency']} time(s) every {_num(r['period'])} {r['periodUnit']}")
         w("")
         if len(vs) <= 40:
             w("| system | code | display | source |")

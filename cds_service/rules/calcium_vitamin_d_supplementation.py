@@ -128,31 +128,19 @@ def _detail(
     return text
 
 
+def supplement_suggestion(ctx: RuleContext, order_set: str, reason: str) -> Suggestion:
+    """Order the supplement of `order_set` with its instructions and timing (seeds/valuesets.toml)."""
+    action = common.medication_order_action(ctx, order_set, reason=reason)
+    return Suggestion(label=action.description, actions=(action,))
+
+
 def calcium_suggestion(ctx: RuleContext) -> Suggestion:
-    product = common.order_codings(ctx, "calcium-supplement-order")[0]
-    return Suggestion(
-        label=f"Order {product.display}: 1 tablet twice daily (1,200 mg elemental calcium a day)",
-        actions=(
-            common.medication_order_action(
-                ctx, "calcium-supplement-order",
-                dosage_text="1 tablet (600 mg elemental calcium) by mouth twice daily with meals",
-                reason="Calcium supplementation during denosumab therapy (hypocalcemia prevention)",
-                timing={"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
-            ),
-        ),
+    return supplement_suggestion(
+        ctx, "calcium-supplement-order", "Calcium supplementation during denosumab therapy (hypocalcemia prevention)"
     )
 
 
 def vitamin_d_suggestion(ctx: RuleContext) -> Suggestion:
-    product = common.order_codings(ctx, "vitamin-d-supplement-order")[0]
-    return Suggestion(
-        label=f"Order {product.display}: 1 tablet (400 IU vitamin D3) daily",
-        actions=(
-            common.medication_order_action(
-                ctx, "vitamin-d-supplement-order",
-                dosage_text="1 tablet (400 IU vitamin D3) by mouth once daily",
-                reason="Vitamin D supplementation during denosumab therapy (hypocalcemia prevention)",
-                timing={"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-            ),
-        ),
+    return supplement_suggestion(
+        ctx, "vitamin-d-supplement-order", "Vitamin D supplementation during denosumab therapy (hypocalcemia prevention)"
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds_service.cards import Action, Suggestion, orders
+from cds_service.knowledge import KnowledgeError
 from cds_service.record.model import Coding, ConditionEntry, LabResult, MedicationEntry, PatientRecord, ProcedureEntry
 from cds_service.record.units import analyte_units
 from cds_service.rules.context import RuleContext
@@ -692,10 +693,17 @@ def fmt_elapsed(days: int) -> str:
 
 
 def medication_order_action(
-    ctx: RuleContext, order_set: str, *, dosage_text: str, reason: str, timing: dict | None = None
+    ctx: RuleContext, order_set: str, *, reason: str, dosage_text: str | None = None, timing: dict | None = None
 ) -> Action:
-    """A draft MedicationRequest for the product of `order_set` (one row), for this patient and encounter."""
+    """A draft MedicationRequest for the product of `order_set` (one row), for this patient and
+    encounter, with the order set's instructions and timing (seeds) unless given here."""
+    order_set_seed = ctx.kb.value_set(order_set)
     product = order_codings(ctx, order_set)[0]
+    dosage_text = dosage_text or order_set_seed.sig
+    if not dosage_text:
+        raise KnowledgeError(f"value set {order_set!r} has no sig (instructions) for the order it suggests")
+    if timing is None and order_set_seed.timing_repeat is not None:
+        timing = {"repeat": dict(order_set_seed.timing_repeat)}
     return Action(
         type="create",
         description=f"Order {product.display}: {dosage_text}",
@@ -708,13 +716,7 @@ def medication_order_action(
 
 def oral_bisphosphonate_order_action(ctx: RuleContext, *, reason: str) -> Action:
     """The oral transition bisphosphonate (when zoledronic acid is contraindicated), weekly."""
-    return medication_order_action(
-        ctx, "transition-oral-bisphosphonate-order", reason=reason,
-        dosage_text=(
-            "1 tablet by mouth once weekly, on waking with a full glass of plain water, at least 30 minutes "
-            "before food or other medicines; stay upright for 30 minutes"
-        ),
-    )
+    return medication_order_action(ctx, "transition-oral-bisphosphonate-order", reason=reason)
 
 
 def transition_due_date(ctx: RuleContext, last_dose: MedicationEntry) -> datetime:

@@ -45,6 +45,19 @@ def test_no_supplements_suggests_both_orders_any_of_which_may_be_taken():
     assert "no active calcium supplement" in finding.detail and "no active vitamin D supplement" in finding.detail
 
 
+def test_suggested_orders_carry_the_instructions_and_timing_the_seeds_give():
+    from cds_service.knowledge import load_knowledge
+
+    kb = load_knowledge()
+    finding = run(calcium(9.4))
+    by_code = {resource["medicationCodeableConcept"]["coding"][0]["code"]: resource for _, resource in actions(finding)}
+    for code, order_set in ((CALCIUM_ORDER, "calcium-supplement-order"), (VITAMIN_D_ORDER, "vitamin-d-supplement-order")):
+        (dosage,) = by_code[code]["dosageInstruction"]
+        assert dosage["text"] == kb.value_set(order_set).sig
+        assert dosage["timing"]["repeat"] == dict(kb.value_set(order_set).timing_repeat)
+    assert by_code[CALCIUM_ORDER]["dosageInstruction"][0]["timing"]["repeat"]["frequency"] == 2  # twice daily
+
+
 @pytest.mark.parametrize("resources", [
     [medication_order(CALCIUM_D_COMBINATION)],                                # one combination order counts for both
     [statement(CALCIUM_D_COMBINATION)],                                       # patient-reported combination
