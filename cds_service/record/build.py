@@ -2,19 +2,19 @@
 
 Two passes per resource, for speed and safety: first a cheap look at the raw JSON's codes, which
 drops everything no rule can use (most of a five-year lab history) without validating it; then
-the remaining resources are validated one by one with the R4B models (`fhir_parse`). Lab results
-are validated only when a rule reads them (`LabSeries`, newest first: the rules read the newest
-few of each analyte), the rest at once. A resource that fails is skipped and reported; the rest of
-the call goes on.
+the remaining resources are validated one by one with the R4B models (`fhir_parse`): lab
+results, medication records and procedures only when a rule first reads them (`LazyHistory`,
+newest first: the rules read the newest few, or a look-back window), the patient, conditions and
+draft orders at once. A resource that fails is skipped and reported; the rest of the call goes on.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime

@@ -39,7 +39,7 @@ _ORDER_SOURCE = frozenset({"MedicationRequest"})
 ACTIVE_ORDER_STATUSES = frozenset({"active", "on-hold"})
 ACTIVE_STATEMENT_STATUSES = frozenset({"active", "intended"})
 _ACTIVE_STATUSES = ACTIVE_ORDER_STATUSES | ACTIVE_STATEMENT_STATUSES
-_ACTIVE_SOURCES = frozenset({"MedicationRequest", "MedicationStatement"})
+_ORDER_AND_STATEMENT_SOURCES = frozenset({"MedicationRequest", "MedicationStatement"})
 ORDER_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order", "plan"})
 
 
@@ -156,7 +156,7 @@ def is_active_medication(entry: MedicationEntry) -> bool:
 def active_medications(record: PatientRecord, concepts: frozenset[str]) -> tuple[MedicationEntry, ...]:
     """Active orders and statements of any of `concepts`, newest first."""
     return tuple(
-        m for m in record.medications_of(concepts, statuses=_ACTIVE_STATUSES, sources=_ACTIVE_SOURCES)
+        m for m in record.medications_of(concepts, statuses=_ACTIVE_STATUSES, sources=_ORDER_AND_STATEMENT_SOURCES)
         if is_active_medication(m)
     )
 
@@ -635,7 +635,7 @@ def history_regimen(ctx: RuleContext) -> str | None:
 
 def stopped_denosumab_record(ctx: RuleContext) -> MedicationEntry | None:
     """The newest denosumab order or statement, when its status says therapy was stopped."""
-    newest = next(ctx.record.medications_of(DENOSUMAB, sources=_ACTIVE_SOURCES), None)
+    newest = next(ctx.record.medications_of(DENOSUMAB, sources=_ORDER_AND_STATEMENT_SOURCES), None)
     return newest if newest is not None and newest.status == "stopped" else None
 
 
@@ -647,8 +647,12 @@ def bisphosphonates_since(ctx: RuleContext, since: datetime) -> tuple[Medication
         m for m in ctx.record.medications_of(BISPHOSPHONATE, since=since)
         if m.status not in WITHDRAWN_MEDICATION_STATUSES and m.date is not None and m.date <= ctx.as_of
     ]
-    undated_active = [m for m in active_medications(ctx.record, BISPHOSPHONATE) if m.date is None]
-    history = dated + [m for m in undated_active if m.status not in WITHDRAWN_MEDICATION_STATUSES]
+    # Undated: only active ones, and not one merely intended (WITHDRAWN_MEDICATION_STATUSES).
+    undated_active = [
+        m for m in active_medications(ctx.record, BISPHOSPHONATE)
+        if m.date is None and m.status not in WITHDRAWN_MEDICATION_STATUSES
+    ]
+    history = dated + undated_active
     drafts = [d for d in ctx.record.draft_orders if d.concepts & BISPHOSPHONATE and d not in ctx.orders]
     return tuple(history + drafts)
 
