@@ -104,6 +104,15 @@ def test_bisphosphonate_given_or_ordered_since_the_last_dose(resource, silences)
     assert (finding is None) == silences
 
 
+@pytest.mark.parametrize("status, silences", [("active", True), ("intended", False)])
+def test_an_undated_bisphosphonate_statement_counts_only_when_taken(status, silences):
+    """A statement without a date counts while active; one the patient only intends to take does not."""
+    statement = {"resourceType": "MedicationStatement", "id": f"ms-aln-{status}", "status": status,
+                 "medicationCodeableConcept": {"text": "alendronate 70 mg weekly"},
+                 "subject": {"reference": f"Patient/{PATIENT_ID}"}}
+    assert (run([given(PROLIA, 250), egfr(70), statement]) is None) == silences
+
+
 # --- what it suggests, by renal function --------------------------------------------------------
 
 def test_egfr_at_least_35_suggests_zoledronic_acid_now_when_due_has_passed():
