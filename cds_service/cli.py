@@ -88,14 +88,22 @@ def _check(args) -> int:
         print(f"check: {error}", file=sys.stderr)
         return 2
     service = HookService(settings, clock=(lambda: as_of) if as_of else HookService.clock)
+    records = []
+    service.listeners.append(lambda _request, _response, record, _as_of: records.append(record))
     try:
         outcome = service.evaluate(service_id, body, anonymous_caller(settings))
     except CdsError as error:
         json.dump(error.body(), sys.stdout, indent=2)
         print()
         return 1
-    for skipped in outcome.skipped:
-        print(f"skipped ({skipped.where}) {skipped.reference or ''}: {skipped.description}", file=sys.stderr)
+    skipped = outcome.skipped
+    if records:
+        # A hook call validates only the history the rules read; an integrator checking a request
+        # wants every unusable resource listed.
+        records[0].read_everything()
+        skipped = records[0].skipped
+    for resource in skipped:
+        print(f"skipped ({resource.where}) {resource.reference or ''}: {resource.description}", file=sys.stderr)
     json.dump(outcome.response, sys.stdout, indent=2)
     print()
     return 0

@@ -41,3 +41,17 @@ def test_check_refuses_a_bad_as_of_with_a_message(capsys):
 def test_check_reads_a_day_as_its_midnight_utc(capsys):
     assert main(["check", str(BASELINE), "--as-of", "2026-11-25"]) == 0
     assert json.loads(capsys.readouterr().out) == {"cards": []}
+
+
+def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, capsys):
+    request = json.loads(BASELINE.read_text())["request"]
+    years_old = {"resourceType": "Observation", "id": "lab-2019-broken", "status": "final",
+                 "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
+                 "effectiveDateTime": "2019-02-01T08:00:00Z", "valueQuantity": {"value": "nine", "unit": "mg/dL"}}
+    request["prefetch"]["labResults"]["entry"].append({"resource": years_old})
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["check", str(path), "--as-of", "2026-11-25T15:00:00+00:00"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"cards": []}
+    assert "Observation/lab-2019-broken" in captured.err

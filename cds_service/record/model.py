@@ -253,6 +253,13 @@ class PatientRecord:
         """Every procedure, newest first (reads them all: for tools and tests, not rules)."""
         return tuple(self._procedures.newest_first())
 
+    def read_everything(self) -> None:
+        """Validate every history entry, read or not: for tools that must list every unusable
+        resource (`denosumab-cds check`), never on a hook call."""
+        for history in (self._labs, self._medications, self._procedures):
+            for _ in history.newest_first():
+                pass
+
     @property
     def skipped(self) -> tuple[SkippedResource, ...]:
         """Resources that could not be used, among those read so far."""
