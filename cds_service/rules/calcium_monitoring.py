@@ -29,7 +29,7 @@ def has_recent_calcium(ctx: RuleContext) -> bool:
 
 def last_calcium_on_file(ctx: RuleContext) -> LabResult | None:
     """The newest countable calcium result of any age (for the card: what there is)."""
-    return common.latest_countable_result(ctx, common.CALCIUM_ANALYTES)
+    return common.latest_result(ctx, common.CALCIUM_ANALYTES, numeric=False)
 
 
 def not_yet_final_calcium(ctx: RuleContext) -> tuple[LabResult, ...]:

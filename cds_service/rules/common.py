@@ -7,7 +7,7 @@ never do: codes are in seeds/valuesets, numbers in seeds/thresholds.toml.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -172,21 +172,17 @@ def countable_results(ctx: RuleContext, analyte: str, since: datetime | None = N
     )
 
 
-def latest_countable_result(ctx: RuleContext, analytes: Iterable[str], *, numeric: bool = False) -> LabResult | None:
-    """The newest countable result of any of `analytes`, of any age (numeric value if asked)."""
+def latest_result(
+    ctx: RuleContext, analytes: tuple[str, ...], lookback_threshold: str | None = None, *, numeric: bool = True
+) -> LabResult | None:
+    """The newest countable result of any of `analytes`, within the named look-back window (any
+    age without one), with a numeric value unless `numeric` is False."""
+    since = ctx.days_before(lookback_threshold) if lookback_threshold else None
     newest = (
-        next((lab for lab in countable_results(ctx, analyte) if not numeric or lab.value is not None), None)
+        next((lab for lab in countable_results(ctx, analyte, since) if not numeric or lab.value is not None), None)
         for analyte in analytes
     )
     return max((lab for lab in newest if lab is not None), key=lambda lab: lab.effective, default=None)
-
-
-def latest_result(ctx: RuleContext, analyte: str, lookback_threshold: str, *, numeric: bool = True) -> LabResult | None:
-    """The newest countable result within the named look-back window (numeric value if asked)."""
-    for lab in countable_results(ctx, analyte, ctx.days_before(lookback_threshold)):
-        if not numeric or lab.value is not None:
-            return lab
-    return None
 
 
 # --- conditions and procedures ----------------------------------------------------------------
@@ -399,7 +395,7 @@ def latest_calcium_readings(ctx: RuleContext) -> tuple[CalciumReading, ...]:
 
 def latest_egfr(ctx: RuleContext) -> LabResult | None:
     """The newest countable eGFR (any equation's LOINC code) within egfr_lookback_days."""
-    return latest_result(ctx, "egfr", "egfr_lookback_days")
+    return latest_result(ctx, ("egfr",), "egfr_lookback_days")
 
 
 def recent_dialysis_procedures(ctx: RuleContext) -> tuple[ProcedureEntry, ...]:

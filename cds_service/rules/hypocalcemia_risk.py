@@ -95,7 +95,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 
 
 def _latest_value(ctx: RuleContext, analyte: str) -> str:
-    latest = common.latest_countable_result(ctx, (analyte,), numeric=True)
+    latest = common.latest_result(ctx, (analyte,))
     return common.fmt_result(latest) if latest else "none on file"
 
 

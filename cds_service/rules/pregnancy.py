@@ -125,7 +125,7 @@ def status_unknown_finding(ctx: RuleContext) -> Finding:
     age = patient.age_in_years(ctx.as_of)
     days = common.fmt_number(ctx.threshold("pregnancy_test_lookback_days"))
     since = common.fmt_date(ctx.days_before("pregnancy_test_lookback_days"))
-    latest = common.latest_countable_result(ctx, PREGNANCY_TESTS)
+    latest = common.latest_result(ctx, PREGNANCY_TESTS, numeric=False)
     last_test = f"the latest on record: {describe_test(ctx, latest)}" if latest else "none on record"
     detail = (
         f"Female patient aged {age} (born {patient.birth_date.isoformat()}) starting denosumab; "

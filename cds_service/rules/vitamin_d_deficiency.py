@@ -55,7 +55,7 @@ def deficiency_limit(ctx: RuleContext) -> float:
 
 
 def latest_level(ctx: RuleContext) -> LabResult | None:
-    return common.latest_result(ctx, ANALYTE, "vitamin_d_lookback_days")
+    return common.latest_result(ctx, (ANALYTE,), "vitamin_d_lookback_days")
 
 
 def is_deficient(ctx: RuleContext, lab: LabResult) -> bool:
