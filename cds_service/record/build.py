@@ -3,9 +3,9 @@
 Two passes per resource, for speed and safety: first a cheap look at the raw JSON's codes, which
 drops everything no rule can use (most of a five-year lab history) without validating it; then
 the remaining resources are validated one by one with the R4B models (`fhir_parse`): lab
-results, medication records and procedures only when a rule first reads them (`LazyHistory`,
-newest first: the rules read the newest few, or a look-back window), the patient, conditions and
-draft orders at once. A resource that fails is skipped and reported; the rest of the call goes on.
+results, medication records, procedures and conditions only when a rule first reads them
+(`LazyHistory`, newest first: the rules read the newest few, a look-back window, or the
+conditions of a kind), the patient and the draft orders at once. A resource that fails is skipped and reported; the rest of the call goes on.
 """
 
 from __future__ import annotations
@@ -73,17 +73,17 @@ class RecordInputs:
 
 # --- raw JSON helpers (first pass: no validation, every access guarded) -----------------------
 
-def _raw_codings(codeable) -> list[tuple[str, str]]:
-    if not isinstance(codeable, dict):
-        return []
-    codings = codeable.get("coding")
+def _raw_codings(codeable) -> tuple[tuple[str, str], ...]:
+    codings = codeable.get("coding") if isinstance(codeable, dict) else None
     if not isinstance(codings, list):
-        return []
-    return [
-        (c.get("system"), c.get("code"))
-        for c in codings
-        if isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-    ]
+        return ()
+    found = []
+    for coding in codings:
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str):
+                found.append((system, code))
+    return tuple(found)
 
 
 def _concepts_of_codings(kb: Knowledge, codings: Iterable[tuple[str, str]]) -> frozenset[str]:
@@ -141,9 +141,18 @@ class _Builder:
         self.qualitative = qualitative_vocabulary()
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # "Medication/<id>" -> raw Medication
+        self.lab_analytes: dict[tuple, tuple[frozenset[str], str | None]] = {}  # Observation codings -> lab_analyte
 
     def skip(self, where: str, description: str, reference: str | None = None) -> None:
         self.skipped.append(SkippedResource(where, description, reference))
+
+    def of_another_patient(self, where: str, raw: dict) -> bool:
+        """True, and reported, when the resource names another patient than the hook's context.
+        Asked only of resources a rule could read (past the code filter): the rest is dropped anyway."""
+        if _subject_mismatch(raw, self.inputs.patient_id):
+            self.skip(where, f"{raw['resourceType']} skipped: it belongs to another patient")
+            return True
+        return False
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
         try:
@@ -233,9 +242,13 @@ class _Builder:
     # labs ---------------------------------------------------------------------------------------
     def lab_analyte(self, raw: dict) -> tuple[frozenset[str], str | None]:
         """The raw Observation's concepts and the analyte they make it (None: no rule reads it)."""
-        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
-        analyte = next((a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None)
-        return concepts, analyte
+        codings = _raw_codings(raw.get("code"))
+        known = self.lab_analytes.get(codings)
+        if known is None:  # a long lab history repeats a few codes: work each out once per call
+            concepts = _concepts_of_codings(self.kb, codings)
+            analyte = next((a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None)
+            known = self.lab_analytes[codings] = (concepts, analyte)
+        return known
 
     def lab(self, where: str, raw: dict, concepts: frozenset[str], analyte: str) -> LabResult | None:
         model = self.parse(where, raw)
@@ -292,10 +305,7 @@ class _Builder:
         )
 
     # conditions and procedures -----------------------------------------------------------------
-    def condition(self, where: str, raw: dict) -> ConditionEntry | None:
-        concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
-        if not concepts:
-            return None
+    def condition(self, where: str, raw: dict, concepts: frozenset[str]) -> ConditionEntry | None:
         model = self.parse(where, raw)
         if model is None:
             return None
@@ -331,12 +341,12 @@ class _Builder:
         None when it proves unusable."""
         moment = _when(raw)
         status = raw["status"].strip() if isinstance(raw.get("status"), str) else None
-        if moment is None and _has_date(raw):
+        if moment is None and _date_value(raw) is not None:
             entry = build()
             if entry is None:
                 return None
             moment, build = date_of(entry), partial(_given, entry)
-        return Unread(moment, concepts, raw["resourceType"], status, build)
+        return Unread(moment, concepts, raw["resourceType"], status, build, raw["id"] if isinstance(raw.get("id"), str) else None)
 
     def patient(self, raw: dict | None) -> Patient:
         if raw is None:
@@ -359,26 +369,32 @@ _DATE_PATHS = {
 }
 
 
-def _date_values(resource) -> list:
-    """The values at the resource's date paths, raw JSON (dict) or validated model alike."""
-    raw = isinstance(resource, dict)
-    kind = resource.get("resourceType") if raw else resource.get_resource_type()
-    values = []
-    for path in _DATE_PATHS.get(kind, ()):
+_DATE_STEPS = {kind: tuple(tuple(path.split(".")) for path in paths) for kind, paths in _DATE_PATHS.items()}
+
+
+def _date_value(resource):
+    """The value at the first of the resource's date paths that has one, raw JSON (dict) or
+    validated model alike; None when none has."""
+    if isinstance(resource, dict):
+        for steps in _DATE_STEPS.get(resource.get("resourceType"), ()):
+            value = resource
+            for name in steps:
+                value = value.get(name) if isinstance(value, dict) else None
+            if value:
+                return value
+        return None
+    for steps in _DATE_STEPS.get(resource.get_resource_type(), ()):
         value = resource
-        for name in path.split("."):
-            value = (value.get(name) if isinstance(value, dict) else None) if raw else getattr(value, name, None)
-        values.append(value)
-    return values
+        for name in steps:
+            value = getattr(value, name, None)
+        if value:
+            return value
+    return None
 
 
 def _when(resource) -> datetime | None:
     """The date a lab result, medication record or procedure is ordered and judged by."""
-    return to_datetime(next((value for value in _date_values(resource) if value), None))
-
-
-def _has_date(raw: dict) -> bool:
-    return any(value for value in _date_values(raw))
+    return to_datetime(_date_value(resource))
 
 
 def _read_elements(raw: dict) -> dict:
@@ -499,9 +515,6 @@ def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
             if patient_raw is None and (not inputs.patient_id or raw.get("id") in (None, inputs.patient_id)):
                 patient_raw = raw
             continue
-        if _subject_mismatch(raw, inputs.patient_id):
-            builder.skip(where, f"{resource_type} skipped: it belongs to another patient")
-            continue
         by_type.setdefault(resource_type, []).append((where, raw))
 
     drafts = [
@@ -516,33 +529,38 @@ def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
             if isinstance(raw.get("id"), str) and f"{resource_type}/{raw['id']}" in draft_refs:
                 continue  # a re-signed order can also sit in the history prefetch: keep one copy, the draft
             concept_raw, concepts = builder.medication_concept(raw)
-            if not concepts:
+            if not concepts or builder.of_another_patient(where, raw):
                 continue  # no rule reads medications outside the value sets
             build = partial(builder.medication, where, raw, concept_raw, concepts)
             medications.append(builder.unread(raw, concepts, build, lambda entry: entry.date))
     labs = []
     for where, raw in by_type.get("Observation", ()):
         concepts, analyte = builder.lab_analyte(raw)
-        if analyte is not None:  # else no rule reads it
+        if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
             build = partial(builder.lab, where, raw, concepts, analyte)
             labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
     procedures = []
     for where, raw in by_type.get("Procedure", ()):
         concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
-        if concepts:
+        if concepts and not builder.of_another_patient(where, raw):
             build = partial(builder.procedure, where, raw, concepts)
             procedures.append(builder.unread(raw, concepts, build, lambda entry: entry.performed))
-    conditions = [c for where, raw in by_type.get("Condition", ()) if (c := builder.condition(where, raw)) is not None]
+    conditions = []
+    for where, raw in by_type.get("Condition", ()):
+        concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
+        if concepts and not builder.of_another_patient(where, raw):
+            build = partial(builder.condition, where, raw, concepts)
+            conditions.append(builder.unread(raw, concepts, build, lambda entry: None))
 
     return PatientRecord(
         patient=builder.patient(patient_raw),
         draft_orders=tuple(drafts),
         focus_orders=_selected(drafts, inputs.selections),
-        conditions=tuple(conditions),
         encounter_id=inputs.encounter_id,
         unavailable=inputs.unavailable,
         _labs=LazyHistory(e for e in labs if e is not None),
         _medications=LazyHistory(e for e in medications if e is not None),
         _procedures=LazyHistory(e for e in procedures if e is not None),
+        _conditions=LazyHistory(e for e in conditions if e is not None),
         _skipped=builder.skipped,  # shared: entries found unusable when first read are added
     )

@@ -1,7 +1,7 @@
 """The normalized patient record: the one view of a patient that the clinical rules read.
 
 Built once per hook call from prefetch and fetched FHIR data (see `build.py`, the only code that
-knows FHIR element paths). Immutable to its readers; lab results are read lazily (`LabSeries`). Every coded item carries `concepts`, the names of the
+knows FHIR element paths). Immutable to its readers; its histories are read lazily (`LazyHistory`). Every coded item carries `concepts`, the names of the
 `seeds/valuesets` it belongs to, so rules ask clinical questions ("is this a calcimimetic?")
 without touching codes. A missing value is `None`, never `False` or 0.
 """
@@ -148,6 +148,7 @@ class Unread:
     kind: str  # resourceType
     status: str | None  # the raw status code, None when absent or not a string
     build: Callable[[], object | None]  # the validated entry, or None when unusable (reported)
+    id: str | None = None  # the raw resource id, for entries a reference points to
 
 
 class LazyHistory:
@@ -166,7 +167,27 @@ class LazyHistory:
     def __init__(self, entries: Iterable[Unread]):
         entries = list(entries)
         dated = sorted((e for e in entries if e.moment is not None), key=lambda e: e.moment, reverse=True)
-        self._entries = [[entry, self._NOT_BUILT] for entry in dated + [e for e in entries if e.moment is None]]
+        ordered = dated + [e for e in entries if e.moment is None]
+        self._slots = [[entry, self._NOT_BUILT] for entry in ordered]
+        # Slot positions per concept, newest first: a reader of one concept skips the others.
+        self._positions: dict[str, list[int]] = {}
+        for position, entry in enumerate(ordered):
+            for concept in entry.concepts:
+                self._positions.setdefault(concept, []).append(position)
+
+    def with_ids(self, ids: Iterable[str]) -> Iterator:
+        """The entries whose resource id is one of `ids`, in history order."""
+        ids = frozenset(ids)
+        if ids:
+            for slot in self._slots:
+                if slot[0].id in ids:
+                    yield from self._built(slot)
+
+    def _built(self, slot: list) -> Iterator:
+        if slot[1] is self._NOT_BUILT:
+            slot[1] = slot[0].build()
+        if slot[1] is not None:
+            yield slot[1]
 
     def newest_first(
         self,
@@ -179,20 +200,22 @@ class LazyHistory:
         """Entries newest first: of any of `concepts`; dated at or after `since` (undated ones
         never); whose status may be one of `statuses` (a status unknown before validation may);
         of the resource types `kinds`."""
-        for slot in self._entries:
+        if concepts is None:
+            positions = range(len(self._slots))
+        elif len(concepts) == 1:
+            positions = self._positions.get(next(iter(concepts)), ())
+        else:
+            positions = sorted({p for concept in concepts for p in self._positions.get(concept, ())})
+        for position in positions:
+            slot = self._slots[position]
             unread = slot[0]
             if since is not None and (unread.moment is None or unread.moment < since):
                 return
-            if concepts is not None and not unread.concepts & concepts:
-                continue
             if statuses is not None and unread.status is not None and unread.status not in statuses:
                 continue
             if kinds is not None and unread.kind not in kinds:
                 continue
-            if slot[1] is self._NOT_BUILT:
-                slot[1] = unread.build()
-            if slot[1] is not None:
-                yield slot[1]
+            yield from self._built(slot)
 
 
 @dataclass(frozen=True)
@@ -200,14 +223,15 @@ class PatientRecord:
     patient: Patient
     draft_orders: tuple[MedicationEntry, ...] = ()  # every draft order of the hook call
     focus_orders: tuple[MedicationEntry, ...] = ()  # the drafts the hook asks about (selections)
-    conditions: tuple[ConditionEntry, ...] = ()
     encounter_id: str | None = None
     unavailable: frozenset[str] = frozenset()  # DATA_CATEGORIES that could not be obtained
-    # Lab results, medication history (draft orders excluded) and procedures are read lazily:
-    # ask for them with the methods below, newest first, and stop once you have what you need.
+    # Lab results, medication history (draft orders excluded), procedures and conditions are read
+    # lazily: ask for them with the methods below (newest first where dated) and stop once you
+    # have what you need.
     _labs: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
     _medications: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
     _procedures: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
+    _conditions: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
     # Grows while the histories are read: an entry found unusable is reported when first read.
     _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
 
@@ -236,7 +260,17 @@ class PatientRecord:
         return self._procedures.newest_first(frozenset({concept}), since=since, statuses=statuses)
 
     def conditions_of(self, concept: str) -> tuple[ConditionEntry, ...]:
-        return tuple(c for c in self.conditions if concept in c.concepts)
+        """Conditions of a kind (a value set name), in the order the EHR sent them."""
+        return tuple(self._conditions.newest_first(frozenset({concept})))
+
+    def conditions_with_ids(self, ids: Iterable[str]) -> tuple[ConditionEntry, ...]:
+        """The Conditions with these resource ids (what a reasonReference points to)."""
+        return tuple(self._conditions.with_ids(ids))
+
+    @property
+    def conditions(self) -> tuple[ConditionEntry, ...]:
+        """Every condition a rule could read (reads them all: for tools and tests, not rules)."""
+        return tuple(self._conditions.newest_first())
 
     @property
     def labs(self) -> tuple[LabResult, ...]:
@@ -256,7 +290,7 @@ class PatientRecord:
     def read_everything(self) -> None:
         """Validate every history entry, read or not: for tools that must list every unusable
         resource (`denosumab-cds check`), never on a hook call."""
-        for history in (self._labs, self._medications, self._procedures):
+        for history in (self._labs, self._medications, self._procedures, self._conditions):
             for _ in history.newest_first():
                 pass
 

@@ -487,8 +487,7 @@ def referenced_conditions(ctx: RuleContext, order: MedicationEntry) -> tuple[Con
     """The patient's Conditions an order's reasonReference points to ("Condition/<id>", or a full URL)."""
     wanted = {ref.rstrip("/").split("Condition/")[-1] for ref in order.reason_references if "Condition/" in ref}
     return tuple(
-        c for c in ctx.record.conditions
-        if c.id in wanted and c.verification_status not in EXCLUDED_VERIFICATION_STATUSES
+        c for c in ctx.record.conditions_with_ids(wanted) if c.verification_status not in EXCLUDED_VERIFICATION_STATUSES
     )
 
 

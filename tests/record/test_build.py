@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service.knowledge import RXNORM, load_knowledge
+from cds_service.knowledge import ICD10CM, RXNORM, load_knowledge
 from cds_service.record.build import RecordInputs, build_record
 
 RX = RXNORM
@@ -325,3 +325,66 @@ def test_procedures_since_a_date_are_read_newest_first(kb):
     completed = frozenset({"completed"})
     assert [p.id for p in record.procedures_of("dental-examination", since=since, statuses=completed)] == ["p-2026"]
     assert [p.id for p in record.procedures_of("dental-examination")] == ["p-planned", "p-2026", "p-2024"]
+
+
+def _condition(condition_id, code, **extra):
+    resource = {"resourceType": "Condition", "id": condition_id, "subject": {"reference": f"Patient/{PID}"},
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                               "code": "active"}]},
+                "code": {"coding": [{"system": ICD10CM, "code": code}]}}
+    resource.update(extra)
+    return resource
+
+
+def test_conditions_are_validated_only_when_their_kind_or_their_id_is_asked_for(kb):
+    # Yearly encounter diagnoses repeat the same few conditions; a rule asks about a kind
+    # (bone metastases?) or follows an order's reasonReference, and reads nothing else.
+    malformed_osteoporosis = _condition("c-op", "M81.0", onsetDateTime="spring 2019")
+    record = _record(kb, [malformed_osteoporosis, _condition("c-met", "C79.51"), _condition("c-ckd", "N18.5")])
+    assert [c.id for c in record.conditions_of("bone-metastases")] == ["c-met"]
+    assert [c.id for c in record.conditions_with_ids({"c-ckd", "c-elsewhere"})] == ["c-ckd"]
+    assert record.skipped == ()
+    assert record.conditions_of("osteoporosis") == ()  # read now: unusable, so skipped and reported
+    (skipped,) = record.skipped
+    assert skipped.reference == "Condition/c-op"
+
+
+def test_a_condition_of_another_patient_is_reported_when_a_rule_could_read_it(kb):
+    theirs = _condition("c-theirs", "C79.51", subject={"reference": "Patient/someone-else"})
+    unrelated = _condition("c-asthma", "J45.909", subject={"reference": "Patient/someone-else"})
+    record = _record(kb, [theirs, unrelated])
+    assert record.conditions_of("bone-metastases") == ()
+    (skipped,) = record.skipped  # the asthma entry no rule reads is dropped by its code, unreported
+    assert "another patient" in skipped.description
+
+
+def test_medications_of_several_concepts_come_newest_first_across_them(kb):
+    def order(order_id, code, authored):
+        return {"resourceType": "MedicationRequest", "id": order_id, "status": "active", "intent": "order",
+                "subject": {"reference": f"Patient/{PID}"}, "authoredOn": authored,
+                "medicationCodeableConcept": {"coding": [{"system": RX, "code": code}]}}
+
+    alendronate, zoledronic = "46041", "77655"
+    record = _record(kb, [order("z-2024", zoledronic, "2024-02-01"), order("a-2026", alendronate, "2026-03-01"),
+                          order("a-2023", alendronate, "2023-01-05"), order("z-2025", zoledronic, "2025-07-01")])
+    found = record.medications_of(frozenset({"oral-bisphosphonate", "zoledronic-acid"}))
+    assert [m.id for m in found] == ["a-2026", "z-2025", "z-2024", "a-2023"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1),
+                           timezones=st.sampled_from([None, timezone.utc, timezone(timedelta(hours=-5)),
+                                                      timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))])),
+       timespec=st.sampled_from(["auto", "seconds", "milliseconds", "microseconds"]),
+       form=st.sampled_from(["datetime", "date", "year-month", "year"]))
+def test_every_form_of_a_fhir_date_reads_alike_on_the_fast_and_the_careful_path(moment, timespec, form):
+    from cds_service.record.dates import to_datetime
+
+    text = {"datetime": moment.isoformat(timespec=timespec), "date": moment.date().isoformat(),
+            "year-month": moment.strftime("%Y-%m"), "year": moment.strftime("%Y")}[form]
+    text = text.replace("+00:00", "Z") if form == "datetime" and moment.tzinfo is timezone.utc else text
+    read = to_datetime(text)
+    assert read == to_datetime(f" {text} ")  # padded: always the careful path
+    assert read.tzinfo is not None and read.utcoffset() == timedelta(0)
+    if form == "datetime":  # a time without a zone is UTC; precision as written
+        assert abs(read - (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))) < timedelta(seconds=1)
