@@ -18,7 +18,7 @@ from cds_service.protocol.fhir_client import FhirClient
 from cds_service.protocol.prefetch import resolve_data
 from cds_service.protocol.request import HookRequest, parse_hook_request
 from cds_service.protocol.services import ServiceDefinition, load_services
-from cds_service.record.build import RecordInputs, build_record
+from cds_service.record.build import DRAFTS, RecordInputs, build_record
 from cds_service.record.fhir_parse import warm_models
 from cds_service.record.model import PatientRecord, SkippedResource
 from cds_service.rules.engine import ORDER_HOOKS, discover_rules, focus_triggers, run_rules
@@ -76,7 +76,7 @@ class HookService:
     def evaluate(self, service_id: str, body, caller: Caller) -> CallOutcome:
         request = parse_hook_request(body, self.service(service_id))
         as_of = self.clock()
-        draft_skips = [SkippedResource("draftOrders", p) for p in request.draft_order_problems]
+        draft_skips = [SkippedResource(DRAFTS, p) for p in request.draft_order_problems]
         inputs = RecordInputs(
             patient_id=request.patient_id,
             encounter_id=request.encounter_id,
@@ -84,6 +84,7 @@ class HookService:
             selections=request.selections,
             skipped=draft_skips,
         )
+        drafts_only = None
         if request.hook in ORDER_HOOKS:
             drafts_only = build_record(inputs, self.kb)
             if not focus_triggers(request.hook, drafts_only):
@@ -98,7 +99,7 @@ class HookService:
         inputs.resources = data.resources
         inputs.unavailable = frozenset(data.unavailable)
         inputs.skipped = draft_skips + data.skipped
-        record = build_record(inputs, self.kb)
+        record = build_record(inputs, self.kb, drafts_from=drafts_only)
         findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
         response = build_response(findings, self.kb)
         for listener in self.listeners:

@@ -34,6 +34,7 @@ from cds_service.record.model import (
 )
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
+DRAFTS = "draftOrders"  # where a draft order's problems are reported
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement")
 QUALITATIVE_ANALYTES = ("hcg-qualitative",)
 _DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
@@ -55,6 +56,14 @@ _READ_ELEMENTS = {
                   "abatementDateTime", "abatementPeriod", "recordedDate"),
     "Procedure": ("status", "subject", "code", "performedDateTime", "performedPeriod"),
     "Patient": ("birthDate", "gender"),
+}
+# Inside those, the dosages likewise: what `_dosage` and `medication` read (not route, site, method).
+_DOSAGE_ELEMENTS = ("text", "timing", "doseAndRate")
+_READ_DOSAGE_ELEMENTS = {
+    ("MedicationRequest", "dosageInstruction"): _DOSAGE_ELEMENTS,
+    ("MedicationDispense", "dosageInstruction"): _DOSAGE_ELEMENTS,
+    ("MedicationStatement", "dosage"): _DOSAGE_ELEMENTS,
+    ("MedicationAdministration", "dosage"): ("text", "dose"),
 }
 
 
@@ -189,7 +198,7 @@ class _Builder:
 
     def draft_order(self, raw: dict) -> MedicationEntry | None:
         concept_raw, concepts = self.medication_concept(raw)
-        return self.medication("draftOrders", raw, concept_raw, concepts, draft=True)
+        return self.medication(DRAFTS, raw, concept_raw, concepts, draft=True)
 
     def medication(
         self, where: str, raw: dict, concept_raw, concepts: frozenset[str], *, draft: bool = False
@@ -398,19 +407,30 @@ def _when(resource) -> datetime | None:
 
 
 def _read_elements(raw: dict) -> dict:
-    """`raw` with only the elements `_READ_ELEMENTS` names (and their `_element` extensions)."""
-    elements = _READ_ELEMENTS.get(raw.get("resourceType"))
+    """`raw` with only the elements `_READ_ELEMENTS` names (and their `_element` extensions), its
+    dosages with only those `_READ_DOSAGE_ELEMENTS` names."""
+    resource_type = raw.get("resourceType")
+    elements = _READ_ELEMENTS.get(resource_type)
     if elements is None:
         return raw
-    kept = {"resourceType": raw["resourceType"]}
-    if "id" in raw:
-        kept["id"] = raw["id"]
-    for name in elements:
-        if name in raw:
-            kept[name] = raw[name]
-        if "_" + name in raw:
-            kept["_" + name] = raw["_" + name]
+    kept = {"resourceType": resource_type, "id": raw["id"]} if "id" in raw else {"resourceType": resource_type}
+    _copy_elements(raw, elements, kept)
+    for (of_type, name), dosage_elements in _READ_DOSAGE_ELEMENTS.items():
+        dosages = kept.get(name) if of_type == resource_type else None
+        if isinstance(dosages, dict):
+            kept[name] = _copy_elements(dosages, dosage_elements, {})
+        elif isinstance(dosages, list):
+            kept[name] = [_copy_elements(d, dosage_elements, {}) if isinstance(d, dict) else d for d in dosages]
     return kept
+
+
+def _copy_elements(element: dict, names: tuple[str, ...], into: dict) -> dict:
+    for name in names:
+        if name in element:
+            into[name] = element[name]
+        if "_" + name in element:
+            into["_" + name] = element["_" + name]
+    return into
 
 
 def _raw_name(concept, fallback: str) -> str:
@@ -499,7 +519,18 @@ def _selected(drafts: list[MedicationEntry], selections: tuple[str, ...] | None)
     return tuple(d for d in drafts if d.reference in wanted)
 
 
-def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
+def _names_a_medication_resource(draft) -> bool:
+    """True when a draft order's medication is a Medication resource elsewhere (not contained)."""
+    reference = draft.get("medicationReference") if isinstance(draft, dict) else None
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    return isinstance(ref, str) and not ref.startswith("#")
+
+
+def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRecord | None = None) -> PatientRecord:
+    """The record of `inputs`. `drafts_from`: a record built earlier in the same call from the
+    same draft orders and no resources (to decide whether anything must be fetched); its drafts
+    and their problems are taken over instead of validated again, unless a draft names a
+    Medication resource that only these inputs hold."""
     builder = _Builder(inputs, kb)
     patient_raw = None
     by_type: dict[str, list[tuple[str, dict]]] = {}
@@ -517,11 +548,15 @@ def build_record(inputs: RecordInputs, kb: Knowledge) -> PatientRecord:
             continue
         by_type.setdefault(resource_type, []).append((where, raw))
 
-    drafts = [
-        entry for raw in inputs.draft_orders
-        if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest"
-        and (entry := builder.draft_order(raw)) is not None
-    ]
+    if drafts_from is not None and not (builder.medication_index and any(map(_names_a_medication_resource, inputs.draft_orders))):
+        drafts = list(drafts_from.draft_orders)
+        builder.skipped = [s for s in builder.skipped if s.where != DRAFTS] + list(drafts_from.skipped)
+    else:
+        drafts = [
+            entry for raw in inputs.draft_orders
+            if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest"
+            and (entry := builder.draft_order(raw)) is not None
+        ]
     draft_refs = {d.reference for d in drafts if d.reference}
     medications = []
     for resource_type in MEDICATION_TYPES:

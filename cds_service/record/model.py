@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MedicationSource = Literal[
     "MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement"
@@ -138,8 +138,7 @@ class SkippedResource:
     reference: str | None = None  # "Type/id", for the user's own tools (`check`), never logged
 
 
-@dataclass(frozen=True)
-class Unread:
+class Unread(NamedTuple):  # a tuple: hundreds are made per call, most never read
     """One history entry before it is read: what the builder could tell from the raw resource
     without validating it, and how to build (validate) it."""
 

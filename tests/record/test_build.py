@@ -388,3 +388,35 @@ def test_every_form_of_a_fhir_date_reads_alike_on_the_fast_and_the_careful_path(
     assert read.tzinfo is not None and read.utcoffset() == timedelta(0)
     if form == "datetime":  # a time without a zone is UTC; precision as written
         assert abs(read - (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))) < timedelta(seconds=1)
+
+
+def _full_record_after_drafts(kb, resources, drafts, skipped_before=()):
+    """As a hook call builds it: the drafts first (is anything to check?), then everything."""
+    from cds_service.record.model import SkippedResource
+
+    inputs = RecordInputs(patient_id=PID, draft_orders=list(drafts),
+                          skipped=[SkippedResource("draftOrders", p) for p in skipped_before])
+    drafts_only = build_record(inputs, kb)
+    inputs.resources = [("medicationRequests", r) for r in resources]
+    inputs.skipped = inputs.skipped + [SkippedResource("medicationRequests", "a prefetch problem")]
+    return drafts_only, build_record(inputs, kb, drafts_from=drafts_only)
+
+
+def test_draft_orders_are_validated_once_per_call_and_their_problems_reported_once(kb):
+    prolia = _draft("d1", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}]}})
+    malformed = _draft("d2", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "46041"}]}},
+                       authoredOn="yesterday")
+    drafts_only, full = _full_record_after_drafts(kb, [], [prolia, malformed], skipped_before=["entry 3 is not a resource"])
+    assert full.draft_orders[0] is drafts_only.draft_orders[0]  # taken over, not validated again
+    assert sorted(s.description.split(":")[0] for s in full.skipped) == [
+        "MedicationRequest skipped", "a prefetch problem", "entry 3 is not a resource"]
+
+
+def test_a_draft_naming_a_medication_resource_is_read_again_once_the_prefetch_holds_it(kb):
+    draft = _draft("d1", {"medicationReference": {"reference": "Medication/m-9", "display": "denosumab injection"}})
+    xgeva = {"resourceType": "Medication", "id": "m-9", "code": {"coding": [{"system": RX, "code": "1046402"}]}}
+    drafts_only, full = _full_record_after_drafts(kb, [xgeva], [draft])
+    assert drafts_only.draft_orders[0].concepts == frozenset({"denosumab-unspecified-strength"})  # by its name
+    (order,) = full.draft_orders
+    assert "denosumab-120mg" in order.concepts  # by the Medication's code
+    assert [s.description for s in full.skipped] == ["a prefetch problem"]
