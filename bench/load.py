@@ -1,4 +1,7 @@
-"""Closed-loop load: N client threads, each with its own keep-alive connection, POSTing one body.
+"""Closed-loop load: N client threads, each with its own connection, POSTing one body.
+
+A connection is kept alive while the server keeps it open; when the server closes it after an
+answer (gunicorn's sync workers do), the next request opens a new one, as an EHR's client would.
 
 Every run is bounded twice, by a request count and by a duration, and stops by itself. Only
 loopback addresses are accepted as targets.

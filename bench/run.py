@@ -106,9 +106,19 @@ def machine_facts() -> dict[str, str]:
         "memory": mem_total,
         "OS": f"{platform.system()} {platform.release()}",
         "Python": platform.python_version(),
-        "server": f"gunicorn {gunicorn_version}, 2 gthread workers x 4 threads (cds_service/cli.py)",
-        "client": "bench/load.py on the same machine: closed loop, one keep-alive connection per client thread",
+        "server": f"gunicorn {gunicorn_version}, {_server_shape()} (cds_service/cli.py, default [server] settings)",
+        "client": "bench/load.py on the same machine: closed loop, one connection per client thread "
+                  "(gunicorn's sync workers close it after each answer; the client reconnects)",
     }
+
+
+def _server_shape() -> str:
+    from cds_service.cli import gunicorn_options
+    from cds_service.config import Settings
+
+    options = gunicorn_options(Settings(workers=2))
+    threads = f" x {options['threads']} threads" if options["worker_class"] == "gthread" else ""
+    return f"{options['workers']} {options['worker_class']} workers{threads}"
 
 
 def _load_average() -> str:

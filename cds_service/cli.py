@@ -23,8 +23,11 @@ def gunicorn_options(settings) -> dict:
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        "worker_class": "gthread",
-        "threads": 4,
+        # One call at a time per worker by default: the work is CPU-bound, and threads sharing one
+        # interpreter took turns every few milliseconds, which cost ~25 % more CPU per call and
+        # tripled p99 (bench/RESULTS.md). Threads pay off where calls mostly wait on FHIR servers.
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        "threads": settings.threads,
         "timeout": 30,
         "accesslog": None,  # our own JSON line per call replaces it (no query strings)
         "max_requests": settings.max_requests,

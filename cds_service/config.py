@@ -46,6 +46,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
+    threads: int = 1  # per worker; above 1, calls waiting on a FHIR server let others run
     # Recycle a worker after this many requests (0: never). Large bodies leave the allocator
     # holding memory it does not give back (bench/RESULTS.md); recycling returns it.
     max_requests: int = 0
@@ -108,6 +109,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         host=server.get("host", "0.0.0.0"),
         port=int(server.get("port", 8080)),
         workers=int(server.get("workers", 2)),
+        threads=int(server.get("threads", 1)),
         max_requests=int(server.get("max_requests", 0)),
         threshold_overrides={k: float(v) for k, v in thresholds.items()},
         store_url=store.get("url"),
@@ -117,6 +119,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
     )
     _require(settings.fhir_timeout_seconds > 0, "fhir.timeout_seconds must be positive")
     _require(settings.max_body_bytes > 0, "server.max_body_bytes must be positive")
+    _require(settings.workers >= 1 and settings.threads >= 1, "server.workers and server.threads must be at least 1")
     _require(settings.max_requests >= 0, "server.max_requests must be 0 (never recycle) or positive")
     if settings.require_jwt:
         _require(bool(settings.public_base_url), "public_base_url is required when auth.require_jwt is true (JWT audience)")
