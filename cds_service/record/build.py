@@ -110,6 +110,8 @@ def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
         ref = raw.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
             reference = ref["reference"]
+            if reference == "Patient/" + patient_id:  # the usual form, quickly
+                return False
             if "Patient/" in reference:
                 return reference.rsplit("Patient/", 1)[1].split("/")[0] != patient_id
     return False
@@ -534,11 +536,18 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     builder = _Builder(inputs, kb)
     patient_raw = None
     by_type: dict[str, list[tuple[str, dict]]] = {}
+    labs = []
     for where, raw in inputs.resources:
-        if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
+        resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
+        if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
+            concepts, analyte = builder.lab_analyte(raw)
+            if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
+                build = partial(builder.lab, where, raw, concepts, analyte)
+                labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
+            continue
+        if not isinstance(resource_type, str):
             builder.skip(where, "an entry is not a FHIR resource")
             continue
-        resource_type = raw["resourceType"]
         if resource_type == "Medication" and isinstance(raw.get("id"), str):
             builder.medication_index[raw["id"]] = raw
             continue
@@ -568,12 +577,6 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
                 continue  # no rule reads medications outside the value sets
             build = partial(builder.medication, where, raw, concept_raw, concepts)
             medications.append(builder.unread(raw, concepts, build, lambda entry: entry.date))
-    labs = []
-    for where, raw in by_type.get("Observation", ()):
-        concepts, analyte = builder.lab_analyte(raw)
-        if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
-            build = partial(builder.lab, where, raw, concepts, analyte)
-            labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
     procedures = []
     for where, raw in by_type.get("Procedure", ()):
         concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
