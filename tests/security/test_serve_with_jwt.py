@@ -196,23 +196,42 @@ def test_without_a_jwt_every_cds_route_is_401(server):
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def _start_request(server: Server, head: str) -> socket.socket:
+    """A connection that has sent only the start of a request: the worker process that accepts
+    it waits for the rest and takes no other call meanwhile (one call at a time per worker)."""
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    connection.sendall(head.encode())
+    return connection
+
+
+def _finish_request(connection: socket.socket, rest: str) -> int:
+    with connection:
+        connection.sendall(rest.encode())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
 def test_a_token_replayed_to_the_other_worker_process_is_refused(server, ehr):
     key = ehr[0]
+    token = key.sign(claims_for(PUBLIC_BASE_URL + "/cds-services"))
     before = len(server.access_lines())
-    outcomes, pairs = [], []  # (status of first use, status of replay); (pid of first use, pid of replay)
-    for _batch in range(10):  # which worker accepts a connection is the kernel's choice: try until seen
-        for _ in range(20):
-            token = key.sign(claims_for(PUBLIC_BASE_URL + "/cds-services"))
-            outcomes.append((call(server, key, "GET", "/cds-services", token).status_code,
-                             call(server, key, "GET", "/cds-services", token).status_code))
-        # Calls were made one after another, so the access lines are in the same order.
-        lines = server.access_lines()[before:]
-        assert [line["status"] for line in lines] == [200, 401] * len(outcomes)
-        pairs = [(lines[i]["pid"], lines[i + 1]["pid"]) for i in range(0, len(lines), 2)]
-        if any(first != replay for first, replay in pairs):
-            break
-    assert set(outcomes) == {(200, 401)}
-    assert any(first != replay for first, replay in pairs), "no replay reached the other worker process"
+    # Worker A takes this connection and waits for the rest of its request: the replay.
+    replay = _start_request(server, "GET /cds-services HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    time.sleep(0.5)  # accepted by a worker before the next connection is made
+    assert call(server, key, "GET", "/cds-services", token).status_code == 200  # worker B: first use
+    # Keep worker B busy too, so that nothing but worker A can answer the replay.
+    holder = _start_request(server, "GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    time.sleep(0.5)
+    assert _finish_request(replay, f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n") == 401
+    assert _finish_request(holder, "Connection: close\r\n\r\n") == 200
+    first_use, replayed = [line for line in server.access_lines()[before:] if line["path"] == "/cds-services"]
+    assert (first_use["status"], replayed["status"]) == (200, 401)
+    assert first_use["pid"] != replayed["pid"], "the replay did not reach the other worker process"
 
 
 def test_a_token_replayed_to_another_instance_sharing_the_store_is_refused(server, ehr):
