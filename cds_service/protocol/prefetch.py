@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from urllib.parse import quote
 
 from cds_service.errors import bad_request, precondition_failed
@@ -72,7 +73,7 @@ def resolve_data(
             to_fetch[key] = template.template
             continue
         resources, problems = bundle_resources(value)
-        data.resources.extend((key, r) for r in resources)
+        data.resources.extend(zip(repeat(key), resources))
         data.skipped.extend(SkippedResource(key, p) for p in problems)
         more = next_link(value)
         if more:
@@ -111,5 +112,5 @@ def resolve_data(
                 data.unavailable.add(categories[key])
                 data.skipped.append(SkippedResource(key, f"not fetched: {result.error}"))
             else:
-                data.resources.extend((key, r) for r in result.resources)
+                data.resources.extend(zip(repeat(key), result.resources))
     return data
