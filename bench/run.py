@@ -28,6 +28,7 @@ from bench.patient import PATIENT_ID, heavy_patient, order_select_request
 from bench.service import FLOOR_PATH, ROOT, start_service
 
 HOOK_PATH = "/cds-services/order-select"
+LOAD_TURNS = 6  # turns per route and client count in section 1
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 NOTES_HEADING = "## Notes"
 DEFAULT_FHIR_TIMEOUT_SECONDS = 2.0  # cds_service.config's default, used unless --fhir-timeout
@@ -181,11 +182,12 @@ def heavy_load(service, report: Report, sizes: Sizes) -> None:
     rows = []
     results: dict[tuple[str, int], LoadResult] = {}
     for clients in (8, 32):
-        # Floor and service take turns (two rounds each), so other work on the machine weighs on both.
-        for _round in range(2):
+        # Floor and service take turns, so that the machine's changing speed (other work on it)
+        # weighs on both alike.
+        for _turn in range(LOAD_TURNS):
             for label, path in (("floor", FLOOR_PATH), ("service", HOOK_PATH)):
-                part = _measured_load(service, path, body, clients=clients, requests=sizes.load_requests // 2,
-                                      max_seconds=sizes.load_seconds / 2)
+                part = _measured_load(service, path, body, clients=clients, requests=sizes.load_requests // LOAD_TURNS,
+                                      max_seconds=sizes.load_seconds / LOAD_TURNS)
                 results[(label, clients)] = results[(label, clients)].merged(part) if (label, clients) in results else part
         rows += [_load_row(label, results[(label, clients)]) for label in ("floor", "service")]
     # The same patient, labs a month older: one card, so the card ledger writes (and commits) each call.
@@ -212,7 +214,7 @@ def heavy_load(service, report: Report, sizes: Sizes) -> None:
         f"Request: {len(body) / 1024:.0f} KiB of compact JSON; prefetch holds "
         + ", ".join(f"{n} {k}" for k, n in counts.items())
         + f". Same body to both routes. Cards answered: {', '.join(_topics(answer)) or 'none'}.",
-        f"Each row: up to {sizes.load_requests} requests or {sizes.load_seconds:.0f} s in two turns taken alternately with the other "
+        f"Each row: up to {sizes.load_requests} requests or {sizes.load_seconds:.0f} s in {LOAD_TURNS} turns taken alternately with the other "
         f"route, after {sizes.warmup_requests} warm-up requests per route.",
         "",
         "| route | clients | requests | p50 | p99 | throughput | worker CPU per request |",
