@@ -49,9 +49,14 @@ def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, 
                  "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
                  "effectiveDateTime": "2019-02-01T08:00:00Z", "valueQuantity": {"value": "nine", "unit": "mg/dL"}}
     request["prefetch"]["labResults"]["entry"].append({"resource": years_old})
+    osteopenia = {"resourceType": "Condition", "id": "cond-broken", "subject": {"reference": "Patient/pat-wm-0001"},
+                  "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M85.8"}]},
+                  "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": "last spring"}
+    request["prefetch"]["conditions"].setdefault("entry", []).append({"resource": osteopenia})
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     assert main(["check", str(path), "--as-of", "2026-11-25T15:00:00+00:00"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"cards": []}
     assert "Observation/lab-2019-broken" in captured.err
+    assert "Condition/cond-broken" in captured.err
