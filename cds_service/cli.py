@@ -25,7 +25,7 @@ def gunicorn_options(settings) -> dict:
         "workers": settings.workers,
         # One call at a time per worker by default: the work is CPU-bound, and threads sharing one
         # interpreter took turns every few milliseconds, which cost ~25 % more CPU per call and
-        # tripled p99 (bench/RESULTS.md). Threads pay off where calls mostly wait on FHIR servers.
+        # doubled p99 (bench/RESULTS.md). Threads pay off where calls mostly wait on FHIR servers.
         "worker_class": "gthread" if settings.threads > 1 else "sync",
         "threads": settings.threads,
         "timeout": 30,

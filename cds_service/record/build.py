@@ -5,7 +5,8 @@ drops everything no rule can use (most of a five-year lab history) without valid
 the remaining resources are validated one by one with the R4B models (`fhir_parse`): lab
 results, medication records, procedures and conditions only when a rule first reads them
 (`LazyHistory`, newest first: the rules read the newest few, a look-back window, or the
-conditions of a kind), the patient and the draft orders at once. A resource that fails is skipped and reported; the rest of the call goes on.
+conditions of a kind), the patient and the draft orders at once. A resource that fails is
+skipped and reported; the rest of the call goes on.
 """
 
 from __future__ import annotations
@@ -357,7 +358,8 @@ class _Builder:
             if entry is None:
                 return None
             moment, build = date_of(entry), partial(_given, entry)
-        return Unread(moment, concepts, raw["resourceType"], status, build, raw["id"] if isinstance(raw.get("id"), str) else None)
+        resource_id = raw["id"] if isinstance(raw.get("id"), str) else None
+        return Unread(moment, concepts, raw["resourceType"], status, build, resource_id)
 
     def patient(self, raw: dict | None) -> Patient:
         if raw is None:
