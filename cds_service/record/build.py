@@ -347,19 +347,31 @@ class _Builder:
             codings=_codings(model.code),
         )
 
-    def unread(self, raw: dict, concepts: frozenset[str], build, date_of) -> Unread | None:
+    def unread(self, raw: dict, concepts: frozenset[str], build, date_of=None) -> Unread | None:
         """A history entry, validated by `build` when first read. One whose date cannot be read
-        from the raw JSON is validated now, to know where it belongs (`date_of` the built entry);
-        None when it proves unusable."""
+        from the raw JSON is validated now, to know where it belongs (`date_of` the built entry;
+        kinds without dates, conditions, have none); None when it proves unusable."""
         moment = _when(raw)
         status = raw["status"].strip() if isinstance(raw.get("status"), str) else None
-        if moment is None and _date_value(raw) is not None:
+        if moment is None and date_of is not None and _date_value(raw) is not None:
             entry = build()
             if entry is None:
                 return None
             moment, build = date_of(entry), partial(_given, entry)
         resource_id = raw["id"] if isinstance(raw.get("id"), str) else None
         return Unread(moment, concepts, raw["resourceType"], status, build, resource_id)
+
+    def coded_entries(self, resources, build_entry, date_of=None) -> list[Unread]:
+        """History entries of resources coded in `code` (procedures, conditions): those whose code
+        is in a value set and that belong to this patient, built by `build_entry` when read."""
+        entries = []
+        for where, raw in resources:
+            concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
+            if concepts and not self.of_another_patient(where, raw):
+                entry = self.unread(raw, concepts, partial(build_entry, where, raw, concepts), date_of)
+                if entry is not None:
+                    entries.append(entry)
+        return entries
 
     def patient(self, raw: dict | None) -> Patient:
         if raw is None:
@@ -579,18 +591,8 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
                 continue  # no rule reads medications outside the value sets
             build = partial(builder.medication, where, raw, concept_raw, concepts)
             medications.append(builder.unread(raw, concepts, build, lambda entry: entry.date))
-    procedures = []
-    for where, raw in by_type.get("Procedure", ()):
-        concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
-        if concepts and not builder.of_another_patient(where, raw):
-            build = partial(builder.procedure, where, raw, concepts)
-            procedures.append(builder.unread(raw, concepts, build, lambda entry: entry.performed))
-    conditions = []
-    for where, raw in by_type.get("Condition", ()):
-        concepts = _concepts_of_codings(kb, _raw_codings(raw.get("code")))
-        if concepts and not builder.of_another_patient(where, raw):
-            build = partial(builder.condition, where, raw, concepts)
-            conditions.append(builder.unread(raw, concepts, build, lambda entry: None))
+    procedures = builder.coded_entries(by_type.get("Procedure", ()), builder.procedure, lambda entry: entry.performed)
+    conditions = builder.coded_entries(by_type.get("Condition", ()), builder.condition)
 
     return PatientRecord(
         patient=builder.patient(patient_raw),
@@ -600,7 +602,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
         unavailable=inputs.unavailable,
         _labs=LazyHistory(e for e in labs if e is not None),
         _medications=LazyHistory(e for e in medications if e is not None),
-        _procedures=LazyHistory(e for e in procedures if e is not None),
-        _conditions=LazyHistory(e for e in conditions if e is not None),
+        _procedures=LazyHistory(procedures),
+        _conditions=LazyHistory(conditions),
         _skipped=builder.skipped,  # shared: entries found unusable when first read are added
     )

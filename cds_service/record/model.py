@@ -1,9 +1,9 @@
 """The normalized patient record: the one view of a patient that the clinical rules read.
 
 Built once per hook call from prefetch and fetched FHIR data (see `build.py`, the only code that
-knows FHIR element paths). Immutable to its readers; its histories are read lazily (`LazyHistory`). Every coded item carries `concepts`, the names of the
-`seeds/valuesets` it belongs to, so rules ask clinical questions ("is this a calcimimetic?")
-without touching codes. A missing value is `None`, never `False` or 0.
+knows FHIR element paths). Immutable to its readers; its histories are read lazily
+(`LazyHistory`). Every coded item carries `concepts`, the names of the `seeds/valuesets` it
+belongs to, so rules ask clinical questions ("is this a calcimimetic?") without touching codes. A missing value is `None`, never `False` or 0.
 """
 
 from __future__ import annotations
@@ -151,8 +151,9 @@ class Unread(NamedTuple):  # a tuple: hundreds are made per call, most never rea
 
 
 class LazyHistory:
-    """Dated entries of one kind (lab results, medication records, procedures), newest first,
-    undated last, each built (validated) only when a reader first reaches it.
+    """Entries of one kind (lab results, medication records, procedures, conditions), newest
+    first, undated ones last in the order the EHR sent them (conditions have no date to order
+    by), each built (validated) only when a reader first reaches it.
 
     Five years of history hold dozens of records per concept, and the rules read the newest few,
     or those of a status (active orders) or a window: validating only what is read keeps a hook
