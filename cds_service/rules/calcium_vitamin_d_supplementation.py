@@ -35,7 +35,8 @@ CALCIUM, VITAMIN_D = "calcium-supplement", "vitamin-d-supplement"
 def evaluate(ctx: RuleContext) -> Finding | None:
     calcium = supplements_on_record(ctx, CALCIUM)
     vitamin_d = supplements_on_record(ctx, VITAMIN_D)
-    reasons_to_withhold_calcium = calcium_contraindications(ctx)
+    # Asked only when calcium would be suggested: the latest calcium and its albumin are then read.
+    reasons_to_withhold_calcium = () if calcium else calcium_contraindications(ctx)
     missing_calcium = not calcium and not reasons_to_withhold_calcium
     missing_vitamin_d = not vitamin_d
     if not missing_calcium and not missing_vitamin_d:
@@ -118,7 +119,7 @@ def _detail(
         f"Denosumab can cause severe, even fatal, hypocalcemia; every patient should take {_targets(ctx)} "
         "throughout treatment (a combination product counts for both).\n\n"
     )
-    if reasons_to_withhold_calcium and not calcium:
+    if reasons_to_withhold_calcium:
         text += (
             "**Calcium is not suggested**: " + "; ".join(reasons_to_withhold_calcium) + ". Vitamin D only; "
             "recheck calcium and find the cause of the high calcium before adding calcium."

@@ -7,8 +7,8 @@ import pytest
 
 from cds_service.rules import calcium_vitamin_d_supplementation as rule
 from tests.rules.record_builders import (
-    ENCOUNTER_ID, ICD10CM, PATIENT_ID, RXNORM, SNOMED, actions, albumin, calcium, condition, days_ago, evaluate, medication_order,
-    prolia_draft,
+    ENCOUNTER_ID, ICD10CM, PATIENT_ID, RXNORM, SNOMED, actions, albumin, calcium, condition, context, days_ago, evaluate,
+    medication_order, prolia_draft,
 )
 
 CALCIUM_D_COMBINATION = {"system": RXNORM, "code": "1310954"}  # Caltrate Plus D (calcium carbonate 1500 MG / D3 800 UNT)
@@ -86,6 +86,17 @@ def test_only_the_missing_half_is_suggested_and_the_found_half_shown():
     assert suggested_codes(finding) == {CALCIUM_ORDER}
     assert "(MedicationStatement/ms-active-199362, active, since 2025-03-01)" in finding.detail
     assert "No active calcium supplement" in finding.summary
+
+
+def test_a_patient_taking_calcium_has_no_lab_read_to_judge_withholding_it():
+    # Reasons to withhold calcium matter only when calcium would be suggested; the latest calcium
+    # and its albumin are then not validated at all (a malformed one is not even reported).
+    malformed_calcium = calcium("ten point eight")
+    ctx = context([malformed_calcium, albumin(3.1), medication_order(CALCIUM_CARBONATE)])
+    finding = rule.evaluate(ctx)
+    assert suggested_codes(finding) == {VITAMIN_D_ORDER}
+    assert "Calcium is not suggested" not in finding.detail
+    assert ctx.record.skipped == ()
 
 
 def test_supplement_drafted_in_the_same_call_counts():
