@@ -117,9 +117,12 @@ def _server_shape() -> str:
     from cds_service.cli import gunicorn_options
     from cds_service.config import Settings
 
+    from cds_service.workers import WORKER_CLASSES
+
     options = gunicorn_options(Settings(workers=2))
-    threads = f" x {options['threads']} threads" if options["worker_class"] == "gthread" else ""
-    return f"{options['workers']} {options['worker_class']} workers{threads}"
+    kind = next(name for name, worker_class in WORKER_CLASSES.items() if worker_class == options["worker_class"])
+    threads = f" x {options['threads']} threads" if kind == "gthread" else ""
+    return f"{options['workers']} {kind} workers{threads}"
 
 
 def _load_average() -> str:

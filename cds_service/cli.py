@@ -20,13 +20,16 @@ GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections in a worker
 
 def gunicorn_options(settings) -> dict:
     """The gunicorn settings `serve` runs with."""
+    from cds_service.workers import WORKER_CLASSES
+
     return {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        # One call at a time per worker by default: the work is CPU-bound, and threads sharing one
-        # interpreter took turns every few milliseconds, which cost ~25 % more CPU per call and
-        # doubled p99 (bench/RESULTS.md). Threads pay off where calls mostly wait on FHIR servers.
-        "worker_class": "gthread" if settings.threads > 1 else "sync",
+        # One call at a time per worker by default (sync): the work is CPU-bound, and threads sharing
+        # one interpreter took turns every few milliseconds, which cost ~25 % more CPU per call and
+        # doubled p99 (bench/RESULTS.md). Threads (gthread) pay off where calls mostly wait on FHIR
+        # servers. Both answer malformed HTTP with an OperationOutcome (cds_service/workers.py).
+        "worker_class": WORKER_CLASSES["gthread" if settings.threads > 1 else "sync"],
         "threads": settings.threads,
         "timeout": 30,
         "accesslog": None,  # our own JSON line per call replaces it (no query strings)

@@ -98,11 +98,16 @@ def test_workers_are_recycled_only_when_configured(tmp_path):
 def test_one_call_at_a_time_per_worker_unless_threads_are_configured(tmp_path):
     from cds_service.cli import gunicorn_options
 
-    assert gunicorn_options(Settings())["worker_class"] == "sync"  # CPU-bound calls: no thread interleaving
+    from gunicorn.util import load_class
+    from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.sync import SyncWorker
+
+    # CPU-bound calls: no thread interleaving (gunicorn's sync worker, as gunicorn itself loads it)
+    assert issubclass(load_class(gunicorn_options(Settings())["worker_class"]), SyncWorker)
     path = tmp_path / "cds.toml"
     path.write_text("[auth]\nrequire_jwt = false\n[server]\nthreads = 4\n")
     options = gunicorn_options(load_settings(path))
-    assert options["worker_class"] == "gthread" and options["threads"] == 4
+    assert issubclass(load_class(options["worker_class"]), ThreadWorker) and options["threads"] == 4
     path.write_text("[auth]\nrequire_jwt = false\n[server]\nthreads = 0\n")
     with pytest.raises(ConfigError, match="threads"):
         load_settings(path)

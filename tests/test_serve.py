@@ -54,6 +54,51 @@ def test_trial_mode_serves_discovery_and_hooks_on_loopback(monkeypatch):
     assert "Halvorsen" not in err and "1958-03-14" not in err
 
 
+def _raw_exchange(port: int, request: bytes) -> tuple[int, dict, bytes]:
+    """Send `request` as is (no HTTP library would send it malformed) and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_malformed_http_gets_an_operation_outcome_and_the_log_never_quotes_it(monkeypatch):
+    # gunicorn rejects these before the application sees them; its own answer would be an HTML
+    # page, and its log would quote the header line (here a bearer token on a line of its own).
+    monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    token = "eyJhbGciOiJFUzM4NCJ9.c2VjcmV0LWNsYWltcw.c2lnbmF0dXJl"
+    malformed = {
+        431: b"GET /cds-services HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 9000 + b"\r\n\r\n",
+        400: b"GET /cds-services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n" + token.encode() + b"\r\n\r\n",
+        414: b"GET /cds-services/" + b"x" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    }
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/cds-services")
+        for expected_status, request in malformed.items():
+            status, headers, body = _raw_exchange(port, request)
+            assert status == expected_status
+            assert headers["content-type"] == "application/json"
+            outcome = json.loads(body)
+            assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["severity"] == "error"
+        # The worker is still serving after them.
+        assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        _out, err = process.communicate(timeout=20)
+    assert token not in err and "Bearer" not in err
+    assert "malformed HTTP request answered 400: InvalidHeader" in err
+
+
 def test_trial_mode_refuses_to_listen_beyond_loopback(monkeypatch):
     monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
     result = subprocess.run(
