@@ -96,7 +96,7 @@ class HookService:
             allowed_bases=caller.fhir_servers,
             timeout_seconds=self.settings.fhir_timeout_seconds,
         )
-        inputs.resources = data.resources
+        inputs.resource_groups = data.resource_groups
         inputs.unavailable = frozenset(data.unavailable)
         inputs.skipped = draft_skips + data.skipped
         record = build_record(inputs, self.kb, drafts_from=drafts_only)

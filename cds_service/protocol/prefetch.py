@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import repeat
 from urllib.parse import quote
 
 from cds_service.errors import bad_request, precondition_failed
@@ -27,7 +26,8 @@ _TOKEN = re.compile(r"\{\{\s*([^}\s]+)\s*\}\}")
 
 @dataclass
 class ResolvedData:
-    resources: list[tuple[str, object]] = field(default_factory=list)
+    # (prefetch key, its raw resources): one group per key, no per-resource pair to allocate
+    resource_groups: list[tuple[str, list]] = field(default_factory=list)
     unavailable: set[str] = field(default_factory=set)
     skipped: list[SkippedResource] = field(default_factory=list)
     fhir_requests: int = 0
@@ -73,7 +73,7 @@ def resolve_data(
             to_fetch[key] = template.template
             continue
         resources, problems = bundle_resources(value)
-        data.resources.extend(zip(repeat(key), resources))
+        data.resource_groups.append((key, resources))
         data.skipped.extend(SkippedResource(key, p) for p in problems)
         more = next_link(value)
         if more:
@@ -112,5 +112,5 @@ def resolve_data(
                 data.unavailable.add(categories[key])
                 data.skipped.append(SkippedResource(key, f"not fetched: {result.error}"))
             else:
-                data.resources.extend(zip(repeat(key), result.resources))
+                data.resource_groups.append((key, result.resources))
     return data

@@ -74,7 +74,9 @@ class RecordInputs:
 
     patient_id: str | None
     encounter_id: str | None = None
-    resources: list[tuple[str, object]] = field(default_factory=list)  # (prefetch key, raw resource)
+    # (prefetch key, the raw resources it gave): per key, as a hook call has them, so that a long
+    # history needs no pair per resource (the young garbage collections walk every one of them)
+    resource_groups: list[tuple[str, list[object]]] = field(default_factory=list)
     draft_orders: list[object] = field(default_factory=list)
     selections: tuple[str, ...] | None = None  # order-select: references of the selected drafts
     unavailable: frozenset[str] = frozenset()
@@ -551,25 +553,26 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     patient_raw = None
     by_type: dict[str, list[tuple[str, dict]]] = {}
     labs = []
-    for where, raw in inputs.resources:
-        resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
-        if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
-            concepts, analyte = builder.lab_analyte(raw)
-            if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
-                build = partial(builder.lab, where, raw, concepts, analyte)
-                labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
-            continue
-        if not isinstance(resource_type, str):
-            builder.skip(where, "an entry is not a FHIR resource")
-            continue
-        if resource_type == "Medication" and isinstance(raw.get("id"), str):
-            builder.medication_index[raw["id"]] = raw
-            continue
-        if resource_type == "Patient":
-            if patient_raw is None and (not inputs.patient_id or raw.get("id") in (None, inputs.patient_id)):
-                patient_raw = raw
-            continue
-        by_type.setdefault(resource_type, []).append((where, raw))
+    for where, group in inputs.resource_groups:
+        for raw in group:
+            resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
+            if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
+                concepts, analyte = builder.lab_analyte(raw)
+                if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
+                    build = partial(builder.lab, where, raw, concepts, analyte)
+                    labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
+                continue
+            if not isinstance(resource_type, str):
+                builder.skip(where, "an entry is not a FHIR resource")
+                continue
+            if resource_type == "Medication" and isinstance(raw.get("id"), str):
+                builder.medication_index[raw["id"]] = raw
+                continue
+            if resource_type == "Patient":
+                if patient_raw is None and (not inputs.patient_id or raw.get("id") in (None, inputs.patient_id)):
+                    patient_raw = raw
+                continue
+            by_type.setdefault(resource_type, []).append((where, raw))
 
     if drafts_from is not None and not (builder.medication_index and any(map(_names_a_medication_resource, inputs.draft_orders))):
         drafts = list(drafts_from.draft_orders)

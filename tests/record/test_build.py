@@ -31,7 +31,7 @@ def _lab(code, value, unit, ucum=None, when="2026-11-20T08:00:00-05:00", **extra
 
 def _record(kb, resources=(), drafts=(), selections=None):
     return build_record(
-        RecordInputs(patient_id=PID, resources=[("test", r) for r in resources], draft_orders=list(drafts),
+        RecordInputs(patient_id=PID, resource_groups=[("test", list(resources))], draft_orders=list(drafts),
                      selections=selections),
         kb,
     )
@@ -397,7 +397,7 @@ def _full_record_after_drafts(kb, resources, drafts, skipped_before=()):
     inputs = RecordInputs(patient_id=PID, draft_orders=list(drafts),
                           skipped=[SkippedResource("draftOrders", p) for p in skipped_before])
     drafts_only = build_record(inputs, kb)
-    inputs.resources = [("medicationRequests", r) for r in resources]
+    inputs.resource_groups = [("medicationRequests", list(resources))]
     inputs.skipped = inputs.skipped + [SkippedResource("medicationRequests", "a prefetch problem")]
     return drafts_only, build_record(inputs, kb, drafts_from=drafts_only)
 

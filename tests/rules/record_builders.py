@@ -149,7 +149,7 @@ def context(resources=(), *, drafts=None, as_of: datetime = AS_OF, overrides: di
         RecordInputs(
             patient_id=PATIENT_ID,
             encounter_id=ENCOUNTER_ID,
-            resources=[("test", resource) for resource in resources],
+            resource_groups=[("test", list(resources))],
             draft_orders=list(drafts if drafts is not None else [prolia_draft()]),
         ),
         kb,

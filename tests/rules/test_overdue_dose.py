@@ -55,7 +55,7 @@ def run(resources, *, hook: str = "order-sign", drafts=None):
     kb = load_knowledge()
     drafts = [] if hook == "patient-view" else (drafts if drafts is not None else [prolia_draft()])
     record = build_record(RecordInputs(patient_id=PATIENT_ID, encounter_id=ENCOUNTER_ID,
-                                       resources=[("test", r) for r in resources], draft_orders=drafts), kb)
+                                       resource_groups=[("test", list(resources))], draft_orders=drafts), kb)
     triggers = focus_triggers(hook, record)
     trigger = "patient-view" if hook == "patient-view" else "denosumab-order"
     assert trigger in triggers

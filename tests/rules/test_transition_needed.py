@@ -41,7 +41,7 @@ def draft(coding: dict, order_id: str, text: str) -> dict:
 
 def run(resources, *, hook: str = "patient-view", drafts=(), selections=None):
     kb = load_knowledge()
-    record = build_record(RecordInputs(patient_id=PATIENT_ID, encounter_id=ENCOUNTER_ID, resources=[("test", r) for r in resources],
+    record = build_record(RecordInputs(patient_id=PATIENT_ID, encounter_id=ENCOUNTER_ID, resource_groups=[("test", list(resources))],
                                        draft_orders=list(drafts), selections=selections), kb)
     triggers = focus_triggers(hook, record)
     trigger = "patient-view" if hook == "patient-view" else "follow-on-order"

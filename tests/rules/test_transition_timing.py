@@ -37,7 +37,7 @@ def draft(coding: dict, order_id: str | None = "draft-bp", text: str = "bisphosp
 
 def run(resources, drafts):
     kb = load_knowledge()
-    record = build_record(RecordInputs(patient_id=PATIENT_ID, encounter_id=ENCOUNTER_ID, resources=[("test", r) for r in resources],
+    record = build_record(RecordInputs(patient_id=PATIENT_ID, encounter_id=ENCOUNTER_ID, resource_groups=[("test", list(resources))],
                                        draft_orders=list(drafts)), kb)
     orders = focus_triggers("order-sign", record).get("follow-on-order")
     if orders is None:
