@@ -122,6 +122,16 @@ def test_originators_and_unspecified_denosumab(kb):
     assert kb.concepts_for(HCPCS_UMLS, "j0897") == {"denosumab-unspecified-strength"}
 
 
+def test_a_concepts_codings_count_together_and_an_unknown_local_code_adds_nothing(kb):
+    # An EHR's Observation.code: LOINC beside the lab's own code; a drug coded twice.
+    local = ("urn:oid:1.2.840.114350.1.13.0.1.7.2.768282", "4094")
+    assert kb.concepts_for_codings(((LOINC, "17861-6"), local)) == kb.concepts_for(LOINC, "17861-6") != frozenset()
+    assert kb.concepts_for_codings(((RXNORM, "993456"), (NDC, "55513-0730-01"))) == {"denosumab-60mg", "denosumab-120mg"}
+    assert kb.concepts_for_codings((local,)) == frozenset() == kb.concepts_for_codings(())
+    # Asked again (remembered): the same answer.
+    assert kb.concepts_for_codings(((RXNORM, "993456"), (NDC, "55513-0730-01"))) == {"denosumab-60mg", "denosumab-120mg"}
+
+
 def test_denosumab_strength_families_do_not_overlap(kb):
     sets = [kb.value_sets[n] for n in DENOSUMAB_VALUESETS]
     keys = [{(c.system, c.code) for c in vs.codings} for vs in sets]

@@ -269,21 +269,25 @@ class Knowledge:
     _index: Mapping[tuple[str, str], frozenset[str]] = field(repr=False, compare=False)
     _names: Mapping[tuple[str, ...], frozenset[str]] = field(repr=False, compare=False)
     _max_name_words: int = field(default=0, repr=False, compare=False)
-    # Codings as they arrive -> their value sets: a long lab history repeats the same few dozen
-    # codes, and normalising each costs more than looking it up. Bounded; cleared when full.
+    # A concept's codings as they arrive -> their value sets: a long history repeats the same few
+    # dozen codes (a lab catalogue is the same for every patient), and normalising each costs more
+    # than looking it up. Bounded; cleared when full.
     _seen_codings: dict[tuple, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # -- look-ups ---------------------------------------------------------------------------
 
     def concepts_for(self, system: str | None, code: str | None) -> frozenset[str]:
         """Names of all value sets containing the coding (ICD-10-CM: also via parent codes)."""
-        key = (system, code)
-        found = self._seen_codings.get(key)
+        return self.concepts_for_codings(((system, code),))
+
+    def concepts_for_codings(self, codings: tuple[tuple[str | None, str | None], ...]) -> frozenset[str]:
+        """Names of all value sets containing any of a concept's codings, (system, code) pairs."""
+        found = self._seen_codings.get(codings)
         if found is None:
-            found = self._concepts_of_coding(system, code)
+            found = frozenset().union(*(self._concepts_of_coding(system, code) for system, code in codings))
             if len(self._seen_codings) >= _SEEN_CODINGS_LIMIT:
                 self._seen_codings.clear()
-            self._seen_codings[key] = found
+            self._seen_codings[codings] = found
         return found
 
     def _concepts_of_coding(self, system: str | None, code: str | None) -> frozenset[str]:

@@ -12,7 +12,6 @@ skipped and reported; the rest of the call goes on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -36,6 +35,7 @@ from cds_service.record.model import (
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
 DRAFTS = "draftOrders"  # where a draft order's problems are reported
+_UNKNOWN = object()
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement")
 QUALITATIVE_ANALYTES = ("hcg-qualitative",)
 _DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
@@ -98,13 +98,6 @@ def _raw_codings(codeable) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
-def _concepts_of_codings(kb: Knowledge, codings: Iterable[tuple[str, str]]) -> frozenset[str]:
-    found: set[str] = set()
-    for system, code in codings:
-        found |= kb.concepts_for(system, code)
-    return frozenset(found)
-
-
 def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
     """True when the resource names a different patient than the hook's context."""
     if not patient_id:
@@ -155,7 +148,7 @@ class _Builder:
         self.qualitative = qualitative_vocabulary()
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # "Medication/<id>" -> raw Medication
-        self.lab_analytes: dict[tuple, tuple[frozenset[str], str | None]] = {}  # Observation codings -> lab_analyte
+        self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
 
     def skip(self, where: str, description: str, reference: str | None = None) -> None:
         self.skipped.append(SkippedResource(where, description, reference))
@@ -194,7 +187,7 @@ class _Builder:
             if concept is None and isinstance(reference, dict):
                 concept = {"text": reference.get("display")} if isinstance(reference.get("display"), str) else None
         codings = _raw_codings(concept)
-        concepts = _concepts_of_codings(self.kb, codings)
+        concepts = self.kb.concepts_for_codings(codings)
         if not concepts and not any(canonical_system(system) in KNOWN_SYSTEMS for system, _ in codings):
             # Text fallback only for medications not coded in a standard terminology (no code at
             # all, or only an EHR's local code such as an Epic ERX id): text, else the display.
@@ -248,7 +241,7 @@ class _Builder:
             timing=timing,
             dosage_text=dosage_text,
             reason_codes=reasons,
-            reason_concepts=_concepts_of_codings(self.kb, ((c.system, c.code) for c in reasons if c.system and c.code)),
+            reason_concepts=self.kb.concepts_for_codings(tuple((c.system, c.code) for c in reasons if c.system and c.code)),
             reason_references=reason_refs,
             codings=tuple(Coding(s, c) for s, c in _raw_codings(concept_raw)),
         )
@@ -256,13 +249,13 @@ class _Builder:
     # labs ---------------------------------------------------------------------------------------
     def lab_analyte(self, raw: dict) -> tuple[frozenset[str], str | None]:
         """The raw Observation's concepts and the analyte they make it (None: no rule reads it)."""
-        codings = _raw_codings(raw.get("code"))
-        known = self.lab_analytes.get(codings)
-        if known is None:  # a long lab history repeats a few codes: work each out once per call
-            concepts = _concepts_of_codings(self.kb, codings)
-            analyte = next((a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None)
-            known = self.lab_analytes[codings] = (concepts, analyte)
-        return known
+        concepts = self.kb.concepts_for_codings(_raw_codings(raw.get("code")))
+        analyte = self.lab_analytes.get(concepts, _UNKNOWN)
+        if analyte is _UNKNOWN:  # a handful of concept sets per call: work each out once
+            analyte = self.lab_analytes[concepts] = next(
+                (a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None
+            )
+        return concepts, analyte
 
     def lab(self, where: str, raw: dict, concepts: frozenset[str], analyte: str) -> LabResult | None:
         model = self.parse(where, raw)
@@ -368,7 +361,7 @@ class _Builder:
         is in a value set and that belong to this patient, built by `build_entry` when read."""
         entries = []
         for where, raw in resources:
-            concepts = _concepts_of_codings(self.kb, _raw_codings(raw.get("code")))
+            concepts = self.kb.concepts_for_codings(_raw_codings(raw.get("code")))
             if concepts and not self.of_another_patient(where, raw):
                 entry = self.unread(raw, concepts, partial(build_entry, where, raw, concepts), date_of)
                 if entry is not None:
