@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -31,22 +32,31 @@ def _wait_for(url: str, seconds: float = 20.0) -> None:
     raise AssertionError(f"service did not answer at {url}")
 
 
-def test_trial_mode_serves_discovery_and_hooks_on_loopback(monkeypatch):
+@contextmanager
+def _trial_server(monkeypatch):
+    """`denosumab-cds serve` in trial mode with one worker, answering; yields its port and a list
+    that holds its stderr once it has stopped."""
     monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    stderr: list[str] = []
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_for(f"{base}/cds-services")
-        response = requests.post(f"{base}/cds-services/order-sign", json=baseline_request(), timeout=10)
-        assert response.status_code == 200
-        assert isinstance(response.json()["cards"], list)
+        _wait_for(f"http://127.0.0.1:{port}/cds-services")
+        yield port, stderr
     finally:
         process.terminate()
-        _out, err = process.communicate(timeout=20)
+        stderr.append(process.communicate(timeout=20)[1])
+
+
+def test_trial_mode_serves_discovery_and_hooks_on_loopback(monkeypatch):
+    with _trial_server(monkeypatch) as (port, stderr):
+        response = requests.post(f"http://127.0.0.1:{port}/cds-services/order-sign", json=baseline_request(), timeout=10)
+        assert response.status_code == 200
+        assert isinstance(response.json()["cards"], list)
+    (err,) = stderr
     assert "LOCAL TRIAL MODE" in err
     # One JSON access line per call, parseable, without the patient's name or birth date.
     access = [json.loads(line) for line in err.splitlines() if '"logger":"cds_service.access"' in line]
@@ -70,20 +80,13 @@ def _raw_exchange(port: int, request: bytes) -> tuple[int, dict, bytes]:
 def test_malformed_http_gets_an_operation_outcome_and_the_log_never_quotes_it(monkeypatch):
     # gunicorn rejects these before the application sees them; its own answer would be an HTML
     # page, and its log would quote the header line (here a bearer token on a line of its own).
-    monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cds_service.cli", "serve", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
     token = "eyJhbGciOiJFUzM4NCJ9.c2VjcmV0LWNsYWltcw.c2lnbmF0dXJl"
     malformed = {
         431: b"GET /cds-services HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 9000 + b"\r\n\r\n",
         400: b"GET /cds-services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n" + token.encode() + b"\r\n\r\n",
         414: b"GET /cds-services/" + b"x" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     }
-    try:
-        _wait_for(f"http://127.0.0.1:{port}/cds-services")
+    with _trial_server(monkeypatch) as (port, stderr):
         for expected_status, request in malformed.items():
             status, headers, body = _raw_exchange(port, request)
             assert status == expected_status
@@ -92,9 +95,7 @@ def test_malformed_http_gets_an_operation_outcome_and_the_log_never_quotes_it(mo
             assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["severity"] == "error"
         # The worker is still serving after them.
         assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
-    finally:
-        process.terminate()
-        _out, err = process.communicate(timeout=20)
+    (err,) = stderr
     assert token not in err and "Bearer" not in err
     assert "malformed HTTP request answered 400: InvalidHeader" in err
 
