@@ -35,7 +35,7 @@ from cds_service.record.model import (
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
 DRAFTS = "draftOrders"  # where a draft order's problems are reported
-_UNKNOWN = object()
+_UNKNOWN = object()  # not worked out yet (None is an answer: no analyte)
 MEDICATION_TYPES = ("MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement")
 QUALITATIVE_ANALYTES = ("hcg-qualitative",)
 _DAYS_PER_UNIT = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
