@@ -211,7 +211,7 @@ def completed_procedures(ctx: RuleContext, concept: str, since: datetime | None 
     """Completed procedures of a kind up to the call (since `since`), newest first; read lazily."""
     return (
         p for p in ctx.record.procedures_of(concept, since=since, statuses=_COMPLETED)
-        if p.status == "completed" and p.performed is not None and p.performed <= ctx.as_of
+        if p.status in _COMPLETED and p.performed is not None and p.performed <= ctx.as_of
     )
 
 
