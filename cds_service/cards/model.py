@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 Indicator = Literal["info", "warning", "critical"]
@@ -34,6 +35,22 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Absence:
+    """Something a finding rests on *not* having been found ("no calcium in the last 30 days").
+
+    Such a conclusion is only sound when the record's `category` is complete: the engine drops a
+    finding that rests on an absence in incomplete data and lists `check` on the data-unavailable
+    card instead — unless the entries received reach back past `since` (newest first), which
+    settles the absence inside the window. `since` None means "at any time" (never settled by a
+    partial history).
+    """
+
+    category: str  # one of cds_service.record.model.DATA_CATEGORIES
+    check: str  # what was looked for, for the data-unavailable card: "a dental examination in the last 6 months"
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Finding:
     """What one rule concluded about this patient and order.
 
@@ -49,3 +66,6 @@ class Finding:
     suggestions: tuple[Suggestion, ...] = ()
     selection_behavior: Literal["at-most-one", "any"] = "at-most-one"
     links: tuple[Link, ...] = ()
+    # What this finding concludes from data *not* found (see Absence); empty when it rests only
+    # on what was found (a low calcium, an ONJ diagnosis, a dose 7 days ago).
+    rests_on_absence: tuple[Absence, ...] = ()

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 ORDER_HOOKS = frozenset({"order-select", "order-sign", "medication-prescribe"})
 DATA_UNAVAILABLE_TOPIC = "data-unavailable"
-_NOT_RULES = {"common", "context", "engine"}
+_NOT_RULES = {"common", "concepts", "context", "engine"}
 
 
 @dataclass(frozen=True)
