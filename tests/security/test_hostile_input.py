@@ -132,12 +132,14 @@ def mutation(draw, document):
         return (*path, key), "deleted"
     else:  # extra-field
         key = draw(st.sampled_from(["extension", "_birthDate", "modifierExtension", "foo", "resourceType", "contained", "x" * 300]))
-        value[key] = draw(ANY_JSON)
+        value[key] = copy.deepcopy(draw(ANY_JSON))
         return (*path, key), "extra field"
     parent = document
     for part in path[:-1]:
         parent = parent[part]
-    parent[path[-1]] = new
+    # A copy: sampled_from hands out the same object every time ({"value": 9.4}, [9.4]), and a later
+    # mutation of this document would otherwise change the strategy's own sample for the next runs.
+    parent[path[-1]] = copy.deepcopy(new)
     return path, kind
 
 
