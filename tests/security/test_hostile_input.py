@@ -12,8 +12,8 @@ import copy
 import json
 import logging
 import math
-
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -55,14 +55,19 @@ BASE_REQUESTS = {
 
 
 def json_paths(value, path=()):
-    """Every (path, value) in a JSON document, the root included."""
-    yield path, value
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from json_paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from json_paths(item, (*path, index))
+    """Every (path, value) in a JSON document, the root included, in document order.
+
+    Iterative on purpose: a "deep" mutation nests up to 950 levels, and a recursive walk then ran
+    into the recursion limit or not depending on how deep the caller's stack was, so the strategy
+    drew differently between runs (hypothesis FlakyStrategyDefinition in the full suite only)."""
+    pending = [(path, value)]
+    while pending:
+        path, value = pending.pop()
+        yield path, value
+        if isinstance(value, dict):
+            pending.extend(reversed([((*path, key), item) for key, item in value.items()]))
+        elif isinstance(value, list):
+            pending.extend(reversed([((*path, index), item) for index, item in enumerate(value)]))
 
 
 def nested(depth: int, leaf):
@@ -85,8 +90,10 @@ HUGE_STRING = st.sampled_from(["x" * 200_000, "\U0001f9b4" * 50_000, "9" * 5_000
 NO_ZONE_DATES = st.sampled_from(["2026-11-25T10:00:00", "2026-11-25T10:00", "2026-11-25 10:00:00", "20261125",
                                  "2026-02-30", "2026-13-01T00:00:00Z", "0000-00-00", "yesterday", "2026"])
 # Astronomically large values are left to test_implausible_lab_values_never_cost_a_card (known bug).
+# Copied on each draw: sampled_from hands out the same list or dict every time, and a later mutation
+# of the document (delete-key, extra-field) would change the strategy's own sample for the next runs.
 BAD_QUANTITIES = st.sampled_from([-9.4, -0.0, 0, float("nan"), float("inf"), float("-inf"), "9.4", "low", "", None,
-                                  [9.4], {"value": 9.4}, True, "1e308"])
+                                  [9.4], {"value": 9.4}, True, "1e308"]).map(copy.deepcopy)
 BAD_REFERENCES = st.sampled_from(["", "Patient/", "Patient/other-patient", "MedicationRequest/does-not-exist",
                                   "#missing-contained", "https://evil.example.net/fhir/Patient/1", "urn:uuid:x", "/", 42])
 RESOURCE_TYPES = st.sampled_from(["Patient", "Observation", "MedicationRequest", "Bundle", "OperationOutcome",
@@ -132,15 +139,26 @@ def mutation(draw, document):
         return (*path, key), "deleted"
     else:  # extra-field
         key = draw(st.sampled_from(["extension", "_birthDate", "modifierExtension", "foo", "resourceType", "contained", "x" * 300]))
-        value[key] = copy.deepcopy(draw(ANY_JSON))
+        value[key] = draw(ANY_JSON)
         return (*path, key), "extra field"
     parent = document
     for part in path[:-1]:
         parent = parent[part]
-    # A copy: sampled_from hands out the same object every time ({"value": 9.4}, [9.4]), and a later
-    # mutation of this document would otherwise change the strategy's own sample for the next runs.
-    parent[path[-1]] = copy.deepcopy(new)
+    parent[path[-1]] = new
     return path, kind
+
+
+class HostileCase(NamedTuple):
+    """A mutated request, already serialized: the drawn value holds no deeply nested objects, so
+    nothing outside this module walks them (hypothesis prints a failing case with a recursive
+    pretty-printer, which a 950-level document sends past the recursion limit)."""
+
+    service: str
+    body: bytes
+    changes: list
+
+    def __repr__(self) -> str:
+        return f"HostileCase(service={self.service!r}, changes={self.changes!r}, body=<{len(self.body)} bytes>)"
 
 
 @st.composite
@@ -148,7 +166,7 @@ def mutated_request(draw):
     service = draw(st.sampled_from(sorted(BASE_REQUESTS)))
     document = {"request": BASE_REQUESTS[service]()}
     changes = [draw(mutation(document)) for _ in range(draw(st.integers(min_value=1, max_value=4)))]
-    return service, document["request"], changes
+    return HostileCase(service, body_bytes(document["request"]), changes)
 
 
 def only_fhir_data_changed(service: str, changes) -> bool:
@@ -191,9 +209,9 @@ def logged_errors():
 @HOSTILE_SETTINGS
 @given(case=mutated_request())
 def test_mutated_requests_never_break_the_service(hostile_client, logged_errors, case):
-    service, request, changes = case
+    service, body, changes = case
     logged_errors.clear()
-    response = hostile_client.post(f"/cds-services/{service}", data=body_bytes(request), content_type="application/json")
+    response = hostile_client.post(f"/cds-services/{service}", data=body, content_type="application/json")
     errors = [f"{r.name}: {r.getMessage()}" for r in logged_errors]
     assert response.status_code != 500 and not errors, (changes, errors)
     body = response.get_json()
