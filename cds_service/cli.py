@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cds_service.config import ConfigError, load_settings
@@ -115,6 +116,16 @@ def _check(args) -> int:
     return 0
 
 
+def _fixture_request(args) -> int:
+    from cds_service.dated_request import request_dated
+
+    scenario = json.loads(Path(args.fixture).read_text(encoding="utf-8"))
+    moment = parse_day_or_time(args.as_of) if args.as_of else datetime.now(timezone.utc)
+    json.dump(request_dated(scenario, moment), sys.stdout, indent=2)
+    print()
+    return 0
+
+
 def _report(args) -> int:
     from cds_service.report import run_report
 
@@ -137,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--as-of", help="evaluate as of this ISO date-time instead of now")
     check.add_argument("--fixture-time", action="store_true", help="evaluate as of the fixture's asOf")
     check.set_defaults(handler=_check)
+    fixture = commands.add_parser(
+        "fixture-request", help="print a fixture's hook request with its dates moved so that its asOf is now (to send live)"
+    )
+    fixture.add_argument("fixture", help="a fixture file from fixtures/scenarios/")
+    fixture.add_argument("--as-of", help="move the dates to this ISO date-time instead of now")
+    fixture.set_defaults(handler=_fixture_request)
     report = commands.add_parser("report", help="card outcomes per topic (accepted, overridden, reasons) for the CDS committee")
     report.add_argument("--config", help="TOML configuration file whose [store] url to read")
     report.add_argument("--since", help="cards issued on or after this date (YYYY-MM-DD, UTC) or ISO date-time")
