@@ -301,6 +301,9 @@ def run_report(args) -> int:
     except ValueError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
+    if since and until and since >= until:
+        print(f"report: --since {args.since} is not before --until {args.until} (the period would be empty)", file=sys.stderr)
+        return 2
     url = store_url(load_settings(args.config))
     engine = open_engine(url, read_only=True)
     database = engine.url.database
