@@ -404,7 +404,7 @@ def settings_from_toml(data: dict, *, base_dir: Path | str, source_path: Path | 
         metrics_enabled=file.metrics.enabled,
         metrics_require_jwt=file.metrics.require_jwt,
         silent_topics=tuple(file.cards.silent),
-        suppression_overrides={topic: dict(reasons) for topic, reasons in file.suppression.items()},
+        suppression_overrides={topic: dict(reasons) for topic, reasons in file.suppression.items() if reasons},
         threshold_overrides={name: float(value) for name, value in file.thresholds.items()},
         store_url=file.store.url,
         patient_hash_key=file.store.patient_hash_key,

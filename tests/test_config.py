@@ -250,6 +250,10 @@ def test_a_valid_file_with_every_section_loads(tmp_path):
     path.write_text(example)
     settings = load_settings(path)
     assert settings.require_jwt and settings.port == 8080 and settings.store_url.startswith("sqlite:///")
+    # the block of further keys: every key it shows exists, with the default it states
+    further = readme.split("These keys exist too, with these defaults:", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    path.write_text(further.replace("[auth]\n", "[auth]\nrequire_jwt = false\n", 1))
+    assert load_settings(path).with_overrides(source_path=None) == Settings(trial_mode=False, host="0.0.0.0")
 
 
 # --------------------------------------------------------------------------- unauthenticated on a network
