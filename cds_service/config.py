@@ -234,9 +234,9 @@ class _File(_Table):
         known = _knowledge().thresholds
         for name, value in values.items():
             if name not in known:
-                raise _KeyError(name, f"no such threshold in seeds/thresholds.toml; {_known_names('thresholds', known, name)}")
+                raise _EntryError(name, f"no such threshold in seeds/thresholds.toml; {_known_names('thresholds', known, name)}")
             if value < 0 or value != value or value in (float("inf"), float("-inf")):
-                raise _KeyError(name, f"must be a finite number at least 0, not {value!r}")
+                raise _EntryError(name, f"must be a finite number at least 0, not {value!r}")
         return values
 
     @field_validator("suppression", mode="after")
@@ -245,26 +245,26 @@ class _File(_Table):
         topics = _knowledge().topics
         for code, reasons in periods.items():
             if code not in topics:
-                raise _KeyError(code, f"no such topic in seeds/topics.toml; {_known_names('topics', topics, code)}")
+                raise _EntryError(code, f"no such topic in seeds/topics.toml; {_known_names('topics', topics, code)}")
             own = {reason.code for reason in topics[code].override_reasons}
             for reason, days in reasons.items():
                 if reason not in own:
-                    raise _KeyError(f"{code}.{reason}", f"not an override reason of topic {code!r}; {_known_names('reasons', own, reason)}")
+                    raise _EntryError(f"{code}.{reason}", f"not an override reason of topic {code!r}; {_known_names('reasons', own, reason)}")
                 if days < 0:
-                    raise _KeyError(f"{code}.{reason}", f"must be a number of days, at least 0, not {days}")
+                    raise _EntryError(f"{code}.{reason}", f"must be a number of days, at least 0, not {days}")
         return periods
 
     @model_validator(mode="after")
     def _jwt_needs_audience_and_clients(self):
         if self.auth.require_jwt:
             if not self.public_base_url:
-                raise _KeyError("public_base_url", "required when auth.require_jwt is true (it is the JWT audience)", root=True)
+                raise _EntryError("public_base_url", "required when auth.require_jwt is true (it is the JWT audience)", root=True)
             if not self.clients:
-                raise _KeyError("clients", "at least one [[clients]] entry is required when auth.require_jwt is true", root=True)
+                raise _EntryError("clients", "at least one [[clients]] entry is required when auth.require_jwt is true", root=True)
         return self
 
 
-class _KeyError(ValueError):
+class _EntryError(ValueError):
     """A problem with one entry of a table (a threshold name, a topic): names the entry."""
 
     def __init__(self, key: str, message: str, *, root: bool = False):
@@ -328,7 +328,7 @@ def _describe(error: dict) -> str:
         return f"{where}: required"
     if kind == "value_error":
         cause = ctx.get("error")
-        if isinstance(cause, _KeyError):
+        if isinstance(cause, _EntryError):
             key = cause.key if cause.root else f"{where}.{cause.key}"
             return f"{key}: {cause}"
         return f"{where or 'file'}: {cause}"
