@@ -164,6 +164,21 @@ class _Server(_Table):
     cors_origins: list[str] = ["*"]
 
 
+def unsupported_store_url(url: str) -> str | None:
+    """Why the store cannot be at `url` (only SQLite and PostgreSQL), or None. Never repeats the
+    URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        return "not a database URL; use sqlite:///path or postgresql://user@host/db"
+    if backend not in SUPPORTED_STORE_BACKENDS:
+        return f"{backend} is not supported; use sqlite:///path or postgresql://user@host/db"
+    return None
+
+
 class _Store(_Table):
     url: str | None = None
     patient_hash_key: str | None = None
@@ -171,18 +186,8 @@ class _Store(_Table):
     @field_validator("url")
     @classmethod
     def _supported_backend(cls, url):
-        if url is None:
-            return None
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            backend = make_url(url).get_backend_name()
-        except ArgumentError:
-            raise ValueError("not a database URL; use sqlite:///path or postgresql://user@host/db") from None
-        if backend not in SUPPORTED_STORE_BACKENDS:
-            # the URL itself may hold a password: name only its scheme
-            raise ValueError(f"{backend} is not supported; use sqlite:///path or postgresql://user@host/db")
+        if url is not None and (problem := unsupported_store_url(url)):
+            raise ValueError(problem)
         return url
 
 

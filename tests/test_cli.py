@@ -167,3 +167,22 @@ def test_serve_refuses_impossible_options_before_starting(capsys, option):
         main(["serve", *option])
     assert stopped.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_report_on_a_store_it_cannot_reach(monkeypatch, capsys):
+    # nothing listens on port 1 of this machine: refused at once, without any network
+    monkeypatch.setenv("DENOSUMAB_CDS_STORE_URL", "postgresql://cds:s3cret@127.0.0.1:1/cds")
+    assert main(["report"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("report: cannot read the store at postgresql://cds:***@127.0.0.1:1/cds: ")
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("command", ["report", "serve"])
+def test_a_store_url_of_another_database_from_the_environment(monkeypatch, capsys, command):
+    monkeypatch.setenv("DENOSUMAB_CDS_STORE_URL", "mysql://cds:s3cret@db.example.org/cds")
+    monkeypatch.delenv("DENOSUMAB_CDS_CONFIG", raising=False)
+    assert main([command]) == 2  # serve stops while opening the store, before gunicorn starts
+    assert _one_line(capsys.readouterr().err) == (
+        "configuration error: store.url: mysql is not supported; use sqlite:///path or postgresql://user@host/db"
+    )
