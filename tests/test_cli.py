@@ -2,7 +2,9 @@
 
 import json
 
-from cds_service.cli import main
+import pytest
+
+from cds_service.cli import build_parser, main
 from tests.conftest import SCENARIOS, assert_valid_cds_response
 
 BASELINE = SCENARIOS / "baseline" / "no-cards-well-managed-prolia-order-sign.json"
@@ -63,10 +65,6 @@ def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, 
 
 
 # --------------------------------------------------------------------------- no tracebacks
-
-import pytest  # noqa: E402
-
-from cds_service.cli import build_parser  # noqa: E402
 
 
 def _one_line(err: str) -> str:

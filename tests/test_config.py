@@ -1,8 +1,12 @@
 """Configuration: trial mode without a file, production defaults with one, clear errors."""
 
+from pathlib import Path
+
 import pytest
 
+from cds_service.cli import main
 from cds_service.config import CONFIG_ENV_VAR, ConfigError, Settings, load_settings
+from tests.conftest import SCENARIOS
 
 PRODUCTION = """
 public_base_url = "https://cds.example.org/"
@@ -114,9 +118,6 @@ def test_one_call_at_a_time_per_worker_unless_threads_are_configured(tmp_path):
 
 
 # --------------------------------------------------------------------------- strict validation
-
-from cds_service.cli import main  # noqa: E402
-from tests.conftest import SCENARIOS  # noqa: E402
 
 NO_JWT = "[auth]\nrequire_jwt = false\n"
 BASELINE = SCENARIOS / "baseline" / "no-cards-well-managed-prolia-order-sign.json"
@@ -242,8 +243,6 @@ def test_new_keys_are_read(tmp_path):
 
 def test_a_valid_file_with_every_section_loads(tmp_path):
     """A guard against the schema refusing what README documents."""
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     example = readme.split("## Configuration for an EHR", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "cds.toml"
