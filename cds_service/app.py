@@ -179,4 +179,10 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
             "LOCAL TRIAL MODE: no configuration file, so no JWT is checked and no FHIR server is "
             "contacted. Do not expose this to a network; pass --config for production."
         )
+    elif not settings.require_jwt and not settings.listens_on_loopback:
+        logger.warning(
+            "auth.require_jwt is false and the service listens on %s: calls are accepted without "
+            "authentication (no JWT is checked). Set require_jwt = true with [[clients]], or listen on 127.0.0.1.",
+            settings.host,
+        )
     return app

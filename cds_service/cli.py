@@ -6,12 +6,14 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cds_service.config import ConfigError, load_settings
 from cds_service.errors import CdsError
+from cds_service.knowledge import KnowledgeError
 from cds_service.logs import configure_logging
 from cds_service.record.dates import parse_day_or_time
 
@@ -54,7 +56,7 @@ def _serve(args) -> int:
     if args.workers:
         overrides["workers"] = args.workers
     settings = settings.with_overrides(**overrides)
-    if settings.trial_mode and settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.trial_mode and not settings.listens_on_loopback:
         logger.error("trial mode (no --config) listens on 127.0.0.1 only; give a configuration file to bind %s", settings.host)
         return 2
     app = create_app(settings)  # built before forking: models, knowledge and rules load once
@@ -84,11 +86,18 @@ def _check(args) -> int:
     from cds_service.protocol.auth import anonymous_caller
 
     settings = load_settings(args.config)
-    document = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    try:
+        document = read_hook_request(Path(args.request))
+    except ValueError as error:
+        print(f"check: {error}", file=sys.stderr)
+        return 2
     # A fixture file wraps the request with its expectations; a plain hook request is used as is.
-    body = document.get("request", document) if isinstance(document, dict) else document
-    service_id = args.service or (document.get("service") if isinstance(document, dict) else None) or body.get("hook")
-    given = args.as_of or (document.get("asOf") if args.fixture_time and isinstance(document, dict) else None)
+    body = document.get("request", document)
+    service_id = args.service or document.get("service") or body.get("hook")
+    if not service_id:
+        print(f'check: {args.request}: the request has no "hook" (give --service to check it anyway)', file=sys.stderr)
+        return 2
+    given = args.as_of or (document.get("asOf") if args.fixture_time else None)
     try:
         as_of = parse_day_or_time(given) if given else None
     except ValueError as error:
@@ -116,12 +125,62 @@ def _check(args) -> int:
     return 0
 
 
+def read_hook_request(path: Path) -> dict:
+    """A saved hook request (or fixture) as a JSON object; ValueError with a one-line reason."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a JSON file") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: a hook request is a JSON object, not {_json_kind(document)}")
+    if not isinstance(document.get("request", document), dict):
+        raise ValueError(f'{path}: the fixture\'s "request" must be a JSON object, not {_json_kind(document["request"])}')
+    return document
+
+
+def _json_kind(value) -> str:
+    return {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(value), "a number")
+
+
+# `--plot` writes what report.py renders: SVG, alone or inside a self-contained HTML page.
+PLOT_SUFFIXES = (".html", ".htm", ".svg")
+
+
+def plot_path_problem(plot: str) -> str | None:
+    """Why `report --plot` cannot write to this path, or None."""
+    path = Path(plot)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        return (f"--plot {plot}: the chart is written as an HTML page (.html) or SVG (.svg), "
+                f"not {path.suffix or 'a file without extension'}; convert the SVG for other formats")
+    if path.is_dir():
+        return f"--plot {plot}: is a directory"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"--plot {plot}: folder {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"--plot {plot}: folder {folder} is not writable"
+    return None
+
+
 def _fixture_request(args) -> int:
     from cds_service.dated_request import request_dated
 
-    scenario = json.loads(Path(args.fixture).read_text(encoding="utf-8"))
-    moment = parse_day_or_time(args.as_of) if args.as_of else datetime.now(timezone.utc)
-    json.dump(request_dated(scenario, moment), sys.stdout, indent=2)
+    try:
+        scenario = read_hook_request(Path(args.fixture))
+        if not isinstance(scenario.get("asOf"), str) or "request" not in scenario:
+            raise ValueError(f'{args.fixture}: not a fixture (a fixture has "request" and "asOf")')
+        moment = parse_day_or_time(args.as_of) if args.as_of else datetime.now(timezone.utc)
+        request = request_dated(scenario, moment)
+    except ValueError as error:
+        print(f"fixture-request: {error}", file=sys.stderr)
+        return 2
+    json.dump(request, sys.stdout, indent=2)
     print()
     return 0
 
@@ -129,7 +188,24 @@ def _fixture_request(args) -> int:
 def _report(args) -> int:
     from cds_service.report import run_report
 
+    if args.plot and (problem := plot_path_problem(args.plot)):
+        print(f"report: {problem}", file=sys.stderr)
+        return 2
     return run_report(args)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return port
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,13 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the CDS Hooks service under gunicorn")
     serve.add_argument("--config", help="TOML configuration file (default: $DENOSUMAB_CDS_CONFIG, else local trial mode)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--host", help="address to listen on (default: [server] host of the file, 0.0.0.0; "
+                       "127.0.0.1 in trial mode, which listens on loopback only)")
+    serve.add_argument("--port", type=_port, help="TCP port (default: [server] port of the file, 8080)")
+    serve.add_argument("--workers", type=_positive, help="worker processes (default: [server] workers of the file, 2)")
     serve.set_defaults(handler=_serve)
     check = commands.add_parser("check", help="evaluate one saved hook request and print the CDS Hooks response")
     check.add_argument("request", help="hook request JSON (or a fixture file from fixtures/)")
-    check.add_argument("--config")
+    check.add_argument("--config", help="TOML configuration file (default: $DENOSUMAB_CDS_CONFIG, else trial mode)")
     check.add_argument("--service", help="service id (default: the fixture's service, else the request's hook)")
     check.add_argument("--as-of", help="evaluate as of this ISO date-time instead of now")
     check.add_argument("--fixture-time", action="store_true", help="evaluate as of the fixture's asOf")
@@ -159,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", help="cards issued on or after this date (YYYY-MM-DD, UTC) or ISO date-time")
     report.add_argument("--until", help="cards issued before this date or date-time")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic")
-    report.add_argument("--plot", help="also write a bar chart of acceptance by topic: an HTML page, or SVG if PATH ends in .svg")
+    report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic (default: 5)")
+    report.add_argument("--plot", metavar="PATH",
+                        help="also write a bar chart of outcomes by topic: PATH.html (page with chart and table) or PATH.svg")
     report.set_defaults(handler=_report)
     return parser
 
@@ -172,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except KnowledgeError as error:
+        print(f"knowledge base invalid: {error}", file=sys.stderr)
         return 2
 
 

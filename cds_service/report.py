@@ -290,7 +290,9 @@ RENDERERS = {"table": render_table, "csv": render_csv, "json": render_json}
 
 def run_report(args) -> int:
     """The CLI command (arguments defined in `cds_service.cli`)."""
-    from cds_service.config import load_settings
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.config import ConfigError, load_settings, unsupported_store_url
     from cds_service.knowledge import load_knowledge
     from cds_service.store.ledger import describe_url, open_engine, store_url
     from cds_service.store.schema import migrate
@@ -301,15 +303,25 @@ def run_report(args) -> int:
     except ValueError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
+    if since and until and since >= until:
+        print(f"report: --since {args.since} is not before --until {args.until} (the period would be empty)", file=sys.stderr)
+        return 2
     url = store_url(load_settings(args.config))
-    engine = open_engine(url, read_only=True)
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not Path(database).exists():
-        print(f"report: no store at {describe_url(url)} yet (the service creates it when it starts)", file=sys.stderr)
+    if problem := unsupported_store_url(url):
+        raise ConfigError(f"store.url: {problem}")
+    try:
+        engine = open_engine(url, read_only=True)
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:" and not Path(database).exists():
+            print(f"report: no store at {describe_url(url)} yet (the service creates it when it starts)", file=sys.stderr)
+            return 1
+        migrate(engine)  # a store written by an older release is brought up to date first
+        displays = {code: topic.display for code, topic in load_knowledge().topics.items()}
+        report = build_report(engine, since=since, until=until, top=args.top, topic_displays=displays)
+    except (SQLAlchemyError, OSError) as error:
+        cause = getattr(error, "orig", None) or error
+        print(f"report: cannot read the store at {describe_url(url)}: {' '.join(str(cause).split())}", file=sys.stderr)
         return 1
-    migrate(engine)  # a store written by an older release is brought up to date first
-    displays = {code: topic.display for code, topic in load_knowledge().topics.items()}
-    report = build_report(engine, since=since, until=until, top=args.top, topic_displays=displays)
     sys.stdout.write(RENDERERS[args.format](report))
     if args.plot:
         plot = Path(args.plot)

@@ -7,13 +7,19 @@
 The page is what a clinical informaticist signs off: every card topic with its trigger,
 indicator, thresholds (value, unit, source) and value sets (size, sources), then every value
 set, threshold and medication name in full. It is generated, so it cannot drift from the data.
+It stands on its own: a legend of every label the citations use and the full reference of every
+source (`sources.toml`); `--check` also fails when a citation names a label or source id that
+`sources.toml` does not define.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from cds_service.knowledge.loader import (
@@ -40,22 +46,164 @@ _SYSTEM_LABELS = {
     "http://terminology.hl7.org/CodeSystem/CD2": "CDT (HL7 CD2 URI)",
 }
 
-_SOURCE_INDEX = [
-    ("S1", "RxNorm Current Prescribable Content 2025-10-06 (NLM), extracted by github.com/davidanderson3/rxnorm-ingredients @ a8fcf13a (IN/PIN -> SCDC -> SCD -> SBD/BN/packs, RXNSAT NDCs)"),
-    ("S2", "OMOP RxNorm vocabulary in github.com/mi-erasmusmc/ema-authorised-to-rxnorm-mappings @ 9cebb0a6 (historic/EU RxCUIs)"),
-    ("S3", "VSAC value-set expansions stored in cqframework/ecqm-content-cms-2025 @ d80fd0ae, ecqm-content-qicore-2024 @ 9ebd48ff, ecqm-content-r4-2021 @ 0be9c686"),
-    ("S4", "US Core AllergyIntolerance substance value set (RxNorm ingredients), in the S3 qicore-2024 bundles"),
-    ("S5", "CDC ICD-10-CM April 1 2026 tabular (as packaged in PyPI simple-icd-10-cm 1.5.0)"),
-    ("S6", "SNOMED CT IPS Free Set, edition 2022-07-31 (github.com/HL7/fhir-ips @ 57c3299f)"),
-    ("S7", "Synthea modules and medication cost table (synthetichealth/synthea)"),
-    ("S8", "WHO ATC structure as a folder tree (github.com/creative-connections/Pharmacolibrary @ 19beffa6)"),
-    ("S9", "LOINC mass<->molar conversion table (github.com/miracum/loinc-conversion @ 9971147e)"),
-    ("S10", "LOINC code+display corroboration from public code (LOINC-table extracts, HL7 v2 examples, mapping tables)"),
-    ("S11", "openFDA drug label / NDC records (api.fda.gov)"),
-    ("S21", "Biosimilar approval news (law-firm and trade press pages)"),
-    ("S22", "HCPCS codes in a GEHA coverage-policy table (secondary)"),
-    ("V-P / V-M / V-S", "verified in a primary distribution / code+display in >= 2 independent public sources / one non-authoritative source (kept only where the notes say so)"),
-]
+SOURCES_NAME = "sources.toml"
+_SOURCE_FIELDS = {"title", "publisher", "date", "url", "doi", "location", "what", "authors", "journal", "label", "also"}
+_DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
+_ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# What a citation may name: a source id in brackets ("[ects-2021]"), or one of the labels older
+# citations use ("S3", "Reference E1", "V-L", "Catalog", "Seed", "clinical-codes.md").
+_CITED_ID_RE = re.compile(r"\[([a-z][a-z0-9]*(?:-[a-z0-9]+)*)\]")
+_LABEL_RE = re.compile(r"\b(S\d{1,2}(?![\d.])|V-[A-Z0-9]+\b|[Rr]eference [A-G]\d?\b|Catalog\b|Seed\b|clinical-codes\.md)")
+_CITING_KEYS = {"citation", "source", "sources", "notes"}  # TOML keys whose text cites
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    title: str
+    publisher: str
+    date: str
+    what: str
+    url: str | None = None
+    doi: str | None = None
+    location: str | None = None
+    authors: str | None = None
+    journal: str | None = None
+    label: str | None = None
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    label: str
+    means: str
+    sources: tuple[str, ...] = ()
+
+
+def load_sources(directory: Path) -> tuple[dict[str, Source], tuple[LegendEntry, ...]]:
+    """`sources.toml`: every citable source with its full reference, and the legend of labels."""
+    path = directory / SOURCES_NAME
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KnowledgeError(f"{path}: file missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KnowledgeError(f"{path}: invalid TOML: {exc}") from None
+    unknown = set(data) - {"sources", "legend"}
+    if unknown:
+        raise KnowledgeError(f"{path}: unknown tables {sorted(unknown)} (allowed: sources, legend)")
+    sources: dict[str, Source] = {}
+    for sid, table in data.get("sources", {}).items():
+        where = f"{path}: [sources.{sid}]"
+        if not _ID_RE.match(sid):
+            raise KnowledgeError(f"{where}: a source id is lower-kebab-case")
+        if not isinstance(table, dict) or set(table) - _SOURCE_FIELDS:
+            extra = sorted(set(table) - _SOURCE_FIELDS) if isinstance(table, dict) else table
+            raise KnowledgeError(f"{where}: unknown keys {extra} (allowed: {sorted(_SOURCE_FIELDS)})")
+        missing = [k for k in ("title", "publisher", "date", "what") if not (isinstance(table.get(k), str) and table[k].strip())]
+        if missing:
+            raise KnowledgeError(f"{where}: {', '.join(missing)} required")
+        if not any(table.get(k) for k in ("url", "doi", "location")):
+            raise KnowledgeError(f"{where}: give a url, a doi, or (an unpublished project document) its location")
+        for url in [table.get("url"), *table.get("also", [])]:
+            if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
+                raise KnowledgeError(f"{where}: {url!r} is not an http(s) URL")
+        if table.get("doi") is not None and not _DOI_RE.match(str(table["doi"])):
+            raise KnowledgeError(f"{where}: doi {table['doi']!r} is not a DOI (10.<registrant>/<suffix>)")
+        if table.get("location") is not None and not (directory.parent / table["location"]).exists():
+            raise KnowledgeError(f"{where}: location {table['location']!r} is not a file of this repository")
+        sources[sid] = Source(id=sid, **{**table, "also": tuple(table.get("also", ()))})
+    legend: list[LegendEntry] = []
+    for index, table in enumerate(data.get("legend", [])):
+        where = f"{path}: [[legend]] #{index + 1}"
+        if not isinstance(table, dict) or set(table) - {"label", "means", "sources"} or not table.get("label") or not table.get("means"):
+            raise KnowledgeError(f"{where}: each entry is label, means and optional sources")
+        unknown_ids = [sid for sid in table.get("sources", []) if sid not in sources]
+        if unknown_ids:
+            raise KnowledgeError(f"{where} ({table['label']}): no such source {unknown_ids}")
+        legend.append(LegendEntry(table["label"], table["means"], tuple(table.get("sources", ()))))
+    labels = [entry.label for entry in legend] + [s.label for s in sources.values() if s.label]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise KnowledgeError(f"{path}: labels defined twice: {duplicates}")
+    return sources, tuple(legend)
+
+
+def citation_texts(directory: Path):
+    """(where, text) of every text in seeds/ that cites: `citation`, `source`, `sources` and
+    `notes` of the TOML files, the `source` column of the CSV files."""
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in _CITING_KEYS:
+                    for text in (item if isinstance(item, list) else [item]):
+                        if isinstance(text, str):
+                            yield f"{where}.{key}", text
+                else:
+                    yield from walk(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(item, f"{where}[{index}]")
+
+    for path in sorted(directory.glob("*.toml")):
+        if path.name != SOURCES_NAME:
+            yield from walk(tomllib.loads(path.read_text(encoding="utf-8")), path.name)
+    for path in sorted([*directory.glob("*.csv"), *directory.glob("valuesets/*.csv")]):
+        with path.open(encoding="utf-8", newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                if row.get("source"):
+                    yield f"{path.relative_to(directory)}:{line}", row["source"]
+
+
+def _label_key(label: str) -> str:
+    return "Reference" + label[9:] if label.lower().startswith("reference ") else label
+
+
+def cited_labels(text: str) -> set[str]:
+    """The source ids (as "[id]") and labels a citation text names."""
+    return {f"[{sid}]" for sid in _CITED_ID_RE.findall(text)} | {_label_key(m) for m in _LABEL_RE.findall(text)}
+
+
+def undefined_citations(directory: Path, sources: dict[str, Source], legend) -> list[tuple[str, str]]:
+    """(where, label) for every label or [id] a citation names that sources.toml does not define."""
+    defined = {f"[{sid}]" for sid in sources} | {e.label for e in legend} | {s.label for s in sources.values() if s.label}
+    problems = []
+    for where, text in citation_texts(directory):
+        for label in sorted(cited_labels(text) - defined):
+            problems.append((where, label))
+    return problems
+
+
+def _sources_of(labels: set[str], sources: dict[str, Source], legend) -> list[str]:
+    """The source ids that a set of cited labels resolves to, in sources.toml order."""
+    by_label = {e.label: set(e.sources) for e in legend} | {s.label: {s.id} for s in sources.values() if s.label}
+    wanted = {label[1:-1] for label in labels if label.startswith("[")}
+    for label in labels:
+        wanted |= by_label.get(label, set())
+    return [sid for sid in sources if sid in wanted]
+
+
+def topic_sources(topic, sources: dict[str, Source], legend) -> list[str]:
+    """The sources a topic's citation names: by [id] or label, by a legend name it contains
+    ("ECTS 2021", "Reclast label"), or by its source_url."""
+    labels = cited_labels(topic.citation) | {e.label for e in legend if e.sources and e.label in topic.citation}
+    by_url = {s.id for s in sources.values() if topic.source_url and topic.source_url in (s.url, *s.also)}
+    return [sid for sid in sources if sid in by_url or sid in _sources_of(labels, sources, legend)]
+
+
+def _reference(source: Source) -> str:
+    """A full reference: authors, title, journal or publisher, date, DOI / URL."""
+    parts = [f"{source.authors.rstrip('.')}." if source.authors else "", f"*{source.title}*.",
+             f"{source.journal}." if source.journal else "", f"{source.publisher}.", f"{source.date}."]
+    if source.doi:
+        parts.append(f"DOI [{source.doi}](https://doi.org/{source.doi}).")
+    if source.url:
+        parts.append(f"<{source.url}>")
+    if source.location:
+        parts.append(f"In this repository: `{source.location}`.")
+    parts += [f"Also: <{url}>" for url in source.also]
+    return " ".join(p for p in parts if p)
 
 
 def _cell(text: object) -> str:
@@ -118,17 +266,31 @@ def render(kb: Knowledge) -> str:
     w("```")
     w("")
     w("The service passes these to `load_knowledge(threshold_overrides=...)`; an unknown name or a")
-    w("non-numeric or negative value stops the service at start-up (`KnowledgeError`). Paired limits")
+    w("non-numeric or negative value stops the service at start-up (`configuration error: thresholds.<name>: …`). Paired limits")
     w("(mg/dL and mmol/L, ng/mL and nmol/L) must be changed together. Unit conversions (`units.toml`,")
     w("listed at the end of this page) are facts, not choices, and cannot be overridden.")
     w("")
 
+    sources, legend = load_sources(kb.seeds_dir)
+    w("## Legend")
+    w("")
+    w("Labels and abbreviations the citations below use. A citation names a source by its id in square")
+    w("brackets (`[prolia-pi-2024]`) or by one of these labels; every source is listed in full under")
+    w("**Sources** (`sources.toml`).")
+    w("")
+    w("| label | means | sources |")
+    w("|---|---|---|")
+    for entry in legend:
+        links = ", ".join(f"[`{sid}`](#source-{sid})" for sid in entry.sources)
+        w(f"| {_cell(entry.label)} | {_cell(entry.means)} | {links} |")
+    w("")
     w("## Sources")
     w("")
-    w("| id | source |")
-    w("|---|---|")
-    for sid, text in _SOURCE_INDEX:
-        w(f"| {sid} | {_cell(text)} |")
+    w("Every document the seeds cite, with the id a citation uses (and the older label, e.g. `S1`).")
+    w("")
+    for source in sources.values():
+        label = f" ({source.label})" if source.label else ""
+        w(f'* <a id="source-{source.id}"></a>**`{source.id}`**{label} — {_reference(source)} {source.what}')
     w("")
 
     # ------------------------------------------------------------------ topics
@@ -147,6 +309,9 @@ def render(kb: Knowledge) -> str:
         w(f"* **When:** {t.when}")
         w(f"* **Indicator:** {t.indicators}")
         w(f"* **Cites:** {t.citation}")
+        cited = topic_sources(t, sources, legend)
+        if cited:
+            w("* **Sources:** " + ", ".join(f"[`{sid}`](#source-{sid})" for sid in cited))
         if t.source_url:
             w(f"* **Source URL:** <{t.source_url}>")
         w("* **Override reasons:** " + "; ".join(f"`{r.code}` {r.display}" for r in t.override_reasons))
@@ -257,6 +422,17 @@ def main(argv: list[str] | None = None) -> int:
     except KnowledgeError as exc:
         print(f"knowledge base invalid: {exc}", file=sys.stderr)
         return 2
+    try:
+        sources, legend = load_sources(kb.seeds_dir)
+    except KnowledgeError as exc:
+        print(f"knowledge base invalid: {exc}", file=sys.stderr)
+        return 2
+    if args.check or args.write:
+        undefined = undefined_citations(kb.seeds_dir, sources, legend)
+        for where, label in undefined:
+            print(f"{where}: cites {label}, which {SOURCES_NAME} does not define", file=sys.stderr)
+        if undefined:
+            return 1
     page = render(kb) + "\n"
     target = kb.seeds_dir / README_NAME
     if args.check:

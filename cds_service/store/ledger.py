@@ -23,7 +23,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_service.config import ConfigError, Settings
+from cds_service.config import ConfigError, Settings, unsupported_store_url
 from cds_service.store.engine import DEFAULT_STORE_URL, STORE_URL_ENV_VAR, create_store_engine
 from cds_service.store.schema import insert_if_absent, issued_card, issued_suggestion, migrate, store_meta
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 PATIENT_HASH_KEY_ENV_VAR = "DENOSUMAB_CDS_PATIENT_HASH_KEY"
 PATIENT_HASH_KEY_MIN_LENGTH = 32
 _STORED_KEY_NAME = "patient_hash_key"
-SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 
 
 def store_url(settings: Settings) -> str:
@@ -195,10 +194,10 @@ def open_store(settings: Settings) -> Store:
     """Connect, create or migrate the schema, and resolve the patient hash key (start-up: a store
     that cannot be reached stops the service here, not on the first card)."""
     url = store_url(settings)
+    if problem := unsupported_store_url(url):  # also a $DENOSUMAB_CDS_STORE_URL no schema checked
+        raise ConfigError(f"store.url: {problem}")
     try:
         engine = open_engine(url)
-        if engine.dialect.name not in SUPPORTED_BACKENDS:
-            raise ConfigError(f"[store] url: {engine.dialect.name} is not supported; use sqlite:/// or postgresql://")
         migrate(engine)
         key = _patient_hash_key(settings, engine)
     except (SQLAlchemyError, OSError) as error:
