@@ -121,8 +121,28 @@ def _report(args) -> int:
     return run_report(args)
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the release and the knowledge version of the seeds and the configuration."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the knowledge version, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from cds_service.knowledge import load_knowledge
+        from cds_service.knowledge.version import knowledge_version, release
+
+        try:
+            settings = load_settings()  # $DENOSUMAB_CDS_CONFIG when set: its overrides are part of the version
+        except ConfigError as error:
+            parser.exit(2, f"configuration error: {error}\n")
+        kb = load_knowledge(threshold_overrides=settings.threshold_overrides or None)
+        print(f"denosumab-cds {release()} knowledge {knowledge_version(kb, settings)}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the CDS Hooks service under gunicorn")
     serve.add_argument("--config", help="TOML configuration file (default: $DENOSUMAB_CDS_CONFIG, else local trial mode)")

@@ -55,6 +55,8 @@ class Settings:
     patient_hash_key: str | None = field(default=None, repr=False)  # HMAC key of the card ledger
     cors_origins: tuple[str, ...] = ("*",)
     source_path: Path | None = None
+    silent_topics: tuple[str, ...] = ()  # [cards] silent: topic codes, or ("*",) for every topic
+    suppression_overrides: dict[str, dict] = field(default_factory=dict)  # [suppression.<topic>] reason = days
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -116,6 +118,8 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         patient_hash_key=store.get("patient_hash_key"),
         cors_origins=tuple(server.get("cors_origins", ["*"])),
         source_path=source_path,
+        silent_topics=tuple(data.get("cards", {}).get("silent", [])),
+        suppression_overrides={topic: dict(reasons) for topic, reasons in data.get("suppression", {}).items()},
     )
     _require(settings.fhir_timeout_seconds > 0, "fhir.timeout_seconds must be positive")
     _require(settings.max_body_bytes > 0, "server.max_body_bytes must be positive")
