@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--until", help="cards issued before this date or date-time")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic")
+    report.add_argument(
+        "--by", action="append", choices=["indicator", "service", "client", "version", "month"],
+        help="split each topic by this (repeatable; default: indicator and service; month: override-rate trend)",
+    )
     report.add_argument("--plot", help="also write a bar chart of acceptance by topic: an HTML page, or SVG if PATH ends in .svg")
     report.set_defaults(handler=_report)
     return parser

@@ -48,6 +48,16 @@ class Ward:
         self.app = create_app(settings or Settings(), hook_service=service)
         self.app.testing = True
         self.http = self.app.test_client()
+        self.signer = None  # (EhrKey, iss, extra claims) when the service requires a JWT
+
+    def post(self, path: str, body: dict):
+        headers = {}
+        if self.signer is not None:
+            from tests.security.ehr import PUBLIC_BASE_URL, bearer, claims_for
+
+            key, iss, extra = self.signer
+            headers = bearer(key.sign(claims_for(f"{PUBLIC_BASE_URL}{path}", iss=iss, **extra)))
+        return self.http.post(path, json=body, headers=headers)
 
     @property
     def engine(self):
@@ -68,7 +78,7 @@ class Ward:
         request["context"]["draftOrders"]["entry"][0]["resource"]["id"] = draft
         if hook == "order-select":
             request["context"]["selections"] = [f"MedicationRequest/{draft}"]
-        response = self.http.post(f"/cds-services/{hook}", json=request)
+        response = self.post(f"/cds-services/{hook}", request)
         assert response.status_code == 200, response.get_data(as_text=True)
         return {card["source"]["topic"]["code"]: card for card in response.get_json()["cards"]}
 
@@ -81,13 +91,13 @@ class Ward:
             if only_system_and_code:
                 reason = {"system": reason["system"], "code": reason["code"]}
             entry["overrideReason"] = {"reason": reason}
-        response = self.http.post(f"/cds-services/{hook}/feedback", json={"feedback": [entry]})
+        response = self.post(f"/cds-services/{hook}/feedback", {"feedback": [entry]})
         assert response.status_code == 200, response.get_data(as_text=True)
 
     def accept(self, card: dict, *, hook: str = "order-sign", after: timedelta = timedelta(minutes=2)) -> None:
         entry = {"card": card["uuid"], "outcome": "accepted", "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
                  "outcomeTimestamp": (self.now + after).isoformat().replace("+00:00", "Z")}
-        response = self.http.post(f"/cds-services/{hook}/feedback", json={"feedback": [entry]})
+        response = self.post(f"/cds-services/{hook}/feedback", {"feedback": [entry]})
         assert response.status_code == 200, response.get_data(as_text=True)
 
     def later(self, **delta) -> None:
