@@ -164,7 +164,10 @@ class _Decision:
 
 
 def _decisions(cards: list) -> list[_Decision]:
-    """Group cards: same topic and a shared ordering-session key (union-find), else alone."""
+    """Group cards (in order of issue): same topic and a shared ordering-session key within one
+    session's length of the session's first card (union-find), else alone."""
+    from cds_service.suppression import ORDER_SESSION
+
     parent: dict[str, str] = {}
 
     def root(uuid: str) -> str:
@@ -172,12 +175,15 @@ def _decisions(cards: list) -> list[_Decision]:
             uuid = parent[uuid]
         return uuid
 
-    owner: dict[tuple[str, str], str] = {}
+    first_of: dict[tuple[str, str], tuple] = {}  # (topic, session key) -> (first card uuid, its time)
     for card in cards:
         parent.setdefault(card.card_uuid, card.card_uuid)
         for key in (card.order_keys or "").split():
-            first = owner.setdefault((card.topic, key), card.card_uuid)
-            parent[root(card.card_uuid)] = root(first)
+            first = first_of.get((card.topic, key))
+            if first is None or card.issued_at >= first[1] + ORDER_SESSION:
+                first_of[(card.topic, key)] = (card.card_uuid, card.issued_at)
+            else:
+                parent[root(card.card_uuid)] = root(first[0])
     groups: dict[str, _Decision] = defaultdict(_Decision)
     for card in cards:
         groups[root(card.card_uuid)].cards.append(card)

@@ -7,9 +7,9 @@ Suppression, for the same patient (the ledger's patient HMAC) and topic:
   `[suppression.<topic>] <reason> = <days>`) hides the topic for that many days from the override
   — unless the card is critical and its topic `never_suppress_critical`, or the reason's
   `suppress_indicators` do not include the overridden card's indicator;
-- within one ordering session (same encounter, same draft order id) an override of the topic
-  hides it on the later calls of that session (order-select as the order changes, order-sign),
-  whatever the reason;
+- within one ordering session (same encounter, same draft order id, within ORDER_SESSION of the
+  override) an override of the topic hides it on the later calls of that session (order-select
+  as the order changes, order-sign), whatever the reason;
 - either way, a card comes back when it now carries a higher indicator than the card overridden.
 Silent topics (`[cards] silent`) are evaluated and recorded as silent, never returned.
 
@@ -43,8 +43,9 @@ from cds_service.store.ledger import CardLedger, IssuedCard, PastOverride
 logger = logging.getLogger(__name__)
 
 ALL_TOPICS = "*"
-# The ordering-session rule looks back at least this far when no reason has a longer period.
-MIN_LOOKBACK = timedelta(days=1)
+# How long one ordering session lasts at most: an order is chosen and signed within minutes or
+# hours; an EHR that reuses an encounter and draft order id days later is ordering again.
+ORDER_SESSION = timedelta(hours=24)
 
 
 def _more_severe(indicator: str, than: str) -> bool:
@@ -97,7 +98,7 @@ class SuppressionPolicy:
             (days for by_code in self.reasons.values() for r in by_code.values() for days in r.suppress_days.values()),
             default=0,
         )
-        return max(timedelta(days=longest), MIN_LOOKBACK)
+        return max(timedelta(days=longest), ORDER_SESSION)
 
     def is_silent(self, topic: str) -> bool:
         return ALL_TOPICS in self.silent or topic in self.silent
@@ -121,7 +122,12 @@ class SuppressionPolicy:
         """Why `past` hides `card` ("order-session" or "override-reason"), else None."""
         if past.topic != card.topic or _more_severe(card.indicator, than=past.indicator):
             return None
-        if hook in ORDER_HOOKS and past.hook in ORDER_HOOKS and order_keys & past.order_keys:
+        if (
+            hook in ORDER_HOOKS
+            and past.hook in ORDER_HOOKS
+            and order_keys & past.order_keys
+            and as_of < past.outcome_at + ORDER_SESSION
+        ):
             return "order-session"
         if card.indicator == "critical" and self.kb.topics[card.topic].never_suppress_critical:
             return None

@@ -222,6 +222,8 @@ def test_an_override_at_order_select_hides_the_topic_at_order_sign_of_that_order
     assert set(ward.call("order-sign", encounter="enc-9999", draft="draft-prolia-1")) == {"calcium-monitoring", "hypocalcemia"}
     hidden = [row for row in ward.ledger() if row.status == "suppressed"]
     assert sorted(row.hook for row in hidden) == ["order-sign", "order-sign"]
+    ward.later(days=2)  # an EHR reusing the encounter and draft id days later is ordering again
+    assert set(ward.call("order-sign", encounter="enc-5501", draft="draft-prolia-1")) == {"calcium-monitoring", "hypocalcemia"}
 
 
 def test_dose_given_elsewhere_hides_overdue_dose_until_the_next_due_date(settings):
