@@ -134,7 +134,7 @@ class PastOverride(NamedTuple):
     indicator: str
     hook: str
     order_keys: frozenset[str]
-    outcome_at: datetime
+    outcome_at: datetime  # when overridden: the EHR's outcomeTimestamp, never later than its arrival
     reason_system: str | None
     reason_code: str | None
 
@@ -170,6 +170,7 @@ class CardLedger:
                 issued_card.c.order_keys,
                 feedback.c.outcome,
                 feedback.c.outcome_at,
+                feedback.c.received_at,
                 feedback.c.override_reason_system,
                 feedback.c.override_reason_code,
             )
@@ -190,7 +191,8 @@ class CardLedger:
                 row.indicator,
                 row.hook,
                 frozenset((row.order_keys or "").split()),
-                row.outcome_at,
+                # An EHR clock ahead of ours must not lengthen a suppression.
+                min(row.outcome_at, row.received_at),
                 row.override_reason_system,
                 row.override_reason_code,
             )
