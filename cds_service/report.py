@@ -151,8 +151,10 @@ class _Decision:
 
     @property
     def status(self) -> str:
+        from cds_service.store.schema import CARD_STATUSES
+
         statuses = {card.status for card in self.cards}
-        return next(s for s in ("issued", "suppressed", "silent") if s in statuses)
+        return next(s for s in CARD_STATUSES if s in statuses)  # shown once shown at all
 
     @property
     def representative(self):

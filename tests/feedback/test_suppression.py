@@ -312,3 +312,20 @@ def test_an_older_store_is_upgraded_in_place(backend_url):
     assert rows[-1].knowledge_version is not None
     with ward.engine.connect() as connection:
         assert connection.execute(text("SELECT value FROM store_meta WHERE name = 'schema_version'")).scalar_one() == "2"
+
+
+def test_the_look_up_is_one_query_per_call_with_cards_and_none_without(settings):
+    from sqlalchemy import event
+
+    ward = Ward(settings, finding("dental-clearance", "warning"), finding("calcium-monitoring", "warning"))
+    ward.override(ward.call()["dental-clearance"], "dental-exam-done-elsewhere")
+    statements: list[str] = []
+    event.listen(ward.engine, "before_cursor_execute", lambda *args: statements.append(args[2].lstrip().split()[0].upper()))
+    ward.call()
+    reads = [s for s in statements if s == "SELECT"]
+    assert len(reads) == 1  # the suppression look-up; the rest is the ledger write
+    statements.clear()
+    ward.set("dental-clearance", None)
+    ward.set("calcium-monitoring", None)
+    assert ward.call() == {}
+    assert statements == []
