@@ -109,7 +109,12 @@ class HookService:
         findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
         response = build_response(findings, self.kb, self.knowledge_version)
         if self.card_gate is not None:
-            response = self.card_gate.apply(request, response, record, as_of, caller)
+            response = self.card_gate.apply(
+                request, response, record, as_of, caller,
+                rebuild=lambda hidden: build_response(
+                    [f for f in findings if f.topic not in hidden], self.kb, self.knowledge_version
+                ),
+            )
         for listener in self.listeners:
             listener(request, response, record, as_of)
         return CallOutcome(

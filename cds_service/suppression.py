@@ -169,8 +169,19 @@ class CardGate:
             if order.id
         )
 
-    def apply(self, request: HookRequest, response: dict, record: PatientRecord, as_of: datetime, caller: Caller) -> dict:
-        """The response the EHR gets: `response` without its suppressed and silent cards."""
+    def apply(
+        self,
+        request: HookRequest,
+        response: dict,
+        record: PatientRecord,
+        as_of: datetime,
+        caller: Caller,
+        rebuild: Callable[[set[str]], dict],
+    ) -> dict:
+        """The response the EHR gets: `response` without its suppressed and silent cards.
+
+        `rebuild(hidden topics)` builds the response again without them, so that a card nobody
+        sees takes no suggested order away from a card that is shown (one order set per response)."""
         cards = response.get("cards") or []
         if not cards:
             return response
@@ -189,7 +200,7 @@ class CardGate:
                 regimen_cache.append(call_regimen(record, self.policy.kb, as_of, request.hook))
             return regimen_cache[0]
 
-        statuses: dict[str, str] = {}
+        statuses: dict[str, str] = {}  # card uuid -> suppressed | silent
         for card in issued:
             if any(
                 self.policy.suppressed_by(card, past, hook=request.hook, order_keys=order_keys, as_of=as_of, regimen=regimen)
@@ -198,6 +209,11 @@ class CardGate:
                 statuses[card.card_uuid] = "suppressed"
             elif self.policy.is_silent(card.topic):
                 statuses[card.card_uuid] = "silent"
+        shown = response
+        if statuses:
+            shown = rebuild({card.topic for card in issued if card.card_uuid in statuses})
+            issued = [card for card in issued if card.card_uuid in statuses]
+            issued += [IssuedCard.from_card_json(card) for card in shown.get("cards", [])]
         try:
             self.ledger.record(
                 issued,
@@ -215,6 +231,4 @@ class CardGate:
         except SQLAlchemyError as error:
             # The type only: driver messages can quote the row values. The cards still go out.
             logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(issued))
-        if not statuses:
-            return response
-        return {**response, "cards": [card for card in cards if card["uuid"] not in statuses]}
+        return shown
