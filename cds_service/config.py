@@ -98,6 +98,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
     server = data.get("server", {})
     store = data.get("store", {})
     thresholds = data.get("thresholds", {})
+    silent = data.get("cards", {}).get("silent", [])  # a bare string is refused when checked against the topics
     _require(all(isinstance(v, (int, float)) for v in thresholds.values()), "[thresholds] values must be numbers")
     settings = Settings(
         trial_mode=False,
@@ -118,7 +119,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         patient_hash_key=store.get("patient_hash_key"),
         cors_origins=tuple(server.get("cors_origins", ["*"])),
         source_path=source_path,
-        silent_topics=tuple(data.get("cards", {}).get("silent", [])),
+        silent_topics=silent if isinstance(silent, str) else tuple(silent),
         suppression_overrides={topic: dict(reasons) for topic, reasons in data.get("suppression", {}).items()},
     )
     _require(settings.fhir_timeout_seconds > 0, "fhir.timeout_seconds must be positive")

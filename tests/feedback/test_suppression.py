@@ -331,3 +331,21 @@ def test_the_look_up_is_one_query_per_call_with_cards_and_none_without(settings)
     ward.set("calcium-monitoring", None)
     assert ward.call() == {}
     assert statements == []
+
+
+def test_the_readme_configuration_of_periods_by_regimen_is_accepted(tmp_path):
+    from cds_service.config import load_settings
+
+    config = tmp_path / "service.toml"
+    config.write_text(
+        "[auth]\nrequire_jwt = false\n[cards]\nsilent = [\"atypical-femoral-fracture\"]\n"
+        "[suppression.dental-clearance]\ndental-exam-done-elsewhere = 180\n"
+        "[suppression.overdue-dose]\ndose-given-elsewhere = { 60mg = 183, 120mg = 28 }\n",
+        encoding="utf-8",
+    )
+    policy = HookService(load_settings(config)).suppression
+    assert policy.reason("overdue-dose", None, "dose-given-elsewhere").suppression_days("120mg") == 28
+    assert policy.reason("dental-clearance", None, "dental-exam-done-elsewhere").suppression_days(None) == 180
+    assert policy.is_silent("atypical-femoral-fracture") and not policy.is_silent("dental-clearance")
+    with pytest.raises(ConfigError, match="list of topic codes"):
+        HookService(Settings(silent_topics="*"))
