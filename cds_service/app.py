@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     def feedback(service_id: str):
         g.service_id = service_id
         service.service(service_id)  # 404 for a service that does not exist
-        return _json_response(feedback_receiver.receive(service_id, _read_json_body()))
+        return _json_response(feedback_receiver.receive(service_id, _read_json_body(), authenticate()))
 
     if os.environ.get(BENCH_FLOOR_ENV_VAR) == "1":
         # The benchmark's floor (bench/): same server, app and JSON reading, none of the service's

@@ -208,8 +208,28 @@ def _positive(text: str) -> int:
     return number
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the release and the knowledge version of the seeds and the configuration."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and the knowledge version, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from cds_service.knowledge import load_knowledge
+        from cds_service.knowledge.version import knowledge_version, release
+
+        try:
+            settings = load_settings()  # $DENOSUMAB_CDS_CONFIG when set: its overrides are part of the version
+        except ConfigError as error:
+            parser.exit(2, f"configuration error: {error}\n")
+        kb = load_knowledge(threshold_overrides=settings.threshold_overrides or None)
+        print(f"denosumab-cds {release()} knowledge {knowledge_version(kb, settings)}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the CDS Hooks service under gunicorn")
     serve.add_argument("--config", help="TOML configuration file (default: $DENOSUMAB_CDS_CONFIG, else local trial mode)")
@@ -237,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--until", help="cards issued before this date or date-time")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic (default: 5)")
+    report.add_argument(
+        "--by", action="append", choices=["indicator", "service", "client", "version", "month"],
+        help="split each topic by this (repeatable; default: indicator and service; month: override-rate trend)",
+    )
     report.add_argument("--plot", metavar="PATH",
                         help="also write a bar chart of outcomes by topic: PATH.html (page with chart and table) or PATH.svg")
     report.set_defaults(handler=_report)

@@ -70,7 +70,7 @@ class Settings:
     metrics_require_jwt: bool = False
     silent_topics: tuple[str, ...] = ()  # topic codes evaluated and recorded but not returned; "*" = all
     # topic -> override reason code -> days a card of that topic stays suppressed after that override
-    suppression_overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    suppression_overrides: dict[str, dict[str, int | dict[str, int]]] = field(default_factory=dict)
     threshold_overrides: dict[str, float] = field(default_factory=dict)
     store_url: str | None = None
     patient_hash_key: str | None = field(default=None, repr=False)  # HMAC key of the card ledger
@@ -209,6 +209,9 @@ class _Cards(_Table):
         return codes
 
 
+_REGIMENS = ("60mg", "120mg")  # the catalog's two denosumab regimens, as seeds/topics.toml names them
+
+
 class _File(_Table):
     public_base_url: str | None = None
     auth: _Auth = _Auth()
@@ -219,7 +222,8 @@ class _File(_Table):
     thresholds: dict[str, float] = {}
     metrics: _Metrics = _Metrics()
     cards: _Cards = _Cards()
-    suppression: dict[str, dict[str, int]] = {}
+    # days, or days per regimen ({ 60mg = 183, 120mg = 28 }) for a reason whose period follows the regimen
+    suppression: dict[str, dict[str, Any]] = {}  # checked by _known_reasons
 
     @field_validator("public_base_url")
     @classmethod
@@ -255,8 +259,14 @@ class _File(_Table):
             for reason, days in reasons.items():
                 if reason not in own:
                     raise _EntryError(f"{code}.{reason}", f"not an override reason of topic {code!r}; {_known_names('reasons', own, reason)}")
-                if days < 0:
-                    raise _EntryError(f"{code}.{reason}", f"must be a number of days, at least 0, not {days}")
+                for regimen, period in (days.items() if isinstance(days, dict) else [(None, days)]):
+                    where = f"{code}.{reason}" + (f".{regimen}" if regimen else "")
+                    if regimen is not None and regimen not in _REGIMENS:
+                        raise _EntryError(where, f"not a regimen; known: {', '.join(_REGIMENS)}")
+                    if not isinstance(period, int) or isinstance(period, bool):
+                        raise _EntryError(where, f"must be a whole number (found {period!r})")
+                    if period < 0:
+                        raise _EntryError(where, f"must be a number of days, at least 0, not {period}")
         return periods
 
     @model_validator(mode="after")

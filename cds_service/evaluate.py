@@ -13,6 +13,7 @@ from cds_service.cards import build_response
 from cds_service.config import Settings
 from cds_service.errors import not_found
 from cds_service.knowledge import Knowledge, load_knowledge
+from cds_service.knowledge.version import knowledge_version
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.fhir_client import FhirClient
 from cds_service.protocol.prefetch import resolve_data
@@ -22,6 +23,7 @@ from cds_service.record.build import DRAFTS, RecordInputs, build_record
 from cds_service.record.fhir_parse import warm_models
 from cds_service.record.model import PatientRecord, SkippedResource
 from cds_service.rules.engine import ORDER_HOOKS, discover_rules, focus_triggers, run_rules
+from cds_service.suppression import CardGate, SuppressionPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class HookService:
     fhir_client: FhirClient = None
     clock: Clock = utc_now
     listeners: list[CardsIssuedListener] = field(default_factory=list)
+    # Set when a card ledger is open (feedback.open_feedback): suppression, silent topics, ledger.
+    card_gate: CardGate | None = None
 
     def __post_init__(self):
         self.kb = self.kb or load_knowledge(threshold_overrides=self.settings.threshold_overrides or None)
@@ -62,6 +66,8 @@ class HookService:
             max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers
         )
         self.rules = discover_rules(self.kb)
+        self.knowledge_version = knowledge_version(self.kb, self.settings)
+        self.suppression = SuppressionPolicy.from_settings(self.kb, self.settings)  # checks the config at start-up
         warm_models()
 
     def service(self, service_id: str) -> ServiceDefinition:
@@ -101,7 +107,14 @@ class HookService:
         inputs.skipped = draft_skips + data.skipped
         record = build_record(inputs, self.kb, drafts_from=drafts_only)
         findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
-        response = build_response(findings, self.kb)
+        response = build_response(findings, self.kb, self.knowledge_version)
+        if self.card_gate is not None:
+            response = self.card_gate.apply(
+                request, response, record, as_of, caller,
+                rebuild=lambda hidden: build_response(
+                    [f for f in findings if f.topic not in hidden], self.kb, self.knowledge_version
+                ),
+            )
         for listener in self.listeners:
             listener(request, response, record, as_of)
         return CallOutcome(

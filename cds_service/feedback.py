@@ -3,7 +3,8 @@
 A batch is checked whole before anything is stored, then stored in one transaction: either every
 entry is recorded or none is, and a 400 OperationOutcome names each bad entry
 (`feedback[3].outcome`). Feedback must be for a card that this service id issued (the card
-ledger); an unknown card uuid is a 400 too, because resending the same batch cannot succeed.
+ledger) to the same EHR client (JWT iss and tenant); an unknown card uuid is a 400 too, because
+resending the same batch cannot succeed. The client is stored with each entry.
 
 Idempotent: "the same feedback" is the same card, outcome, outcomeTimestamp (to the
 microsecond, in UTC), accepted suggestion ids and override reason code. A resend of it stores
@@ -26,6 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cds_service.config import Settings
 from cds_service.errors import CdsError, Issue
+from cds_service.protocol.auth import Caller
 from cds_service.store.ledger import open_store
 from cds_service.store.schema import feedback, insert_if_absent, issued_card, issued_suggestion, utc_now
 
@@ -219,12 +221,12 @@ def parse_feedback(body) -> list[FeedbackEntry]:
 class FeedbackReceiver:
     engine: Engine
 
-    def receive(self, service_id: str, body) -> dict:
+    def receive(self, service_id: str, body, caller: Caller | None = None) -> dict:
         """Validate, join to the ledger and store a batch atomically; answer the counts."""
         entries = parse_feedback(body)
         received_at = utc_now()
         try:
-            recorded = self._store(service_id, entries, received_at)
+            recorded = self._store(service_id, entries, received_at, caller or Caller(None, ()))
         except (OperationalError, InterfaceError) as error:
             # Store down or locked past the busy timeout. A resend is safe (idempotent), so say so.
             logger.error("feedback store unavailable (%s)", type(error).__name__)
@@ -235,11 +237,11 @@ class FeedbackReceiver:
             ) from None
         return {"received": len(entries), "recorded": recorded, "alreadyRecorded": len(entries) - recorded}
 
-    def _store(self, service_id: str, entries: list[FeedbackEntry], received_at: datetime) -> int:
+    def _store(self, service_id: str, entries: list[FeedbackEntry], received_at: datetime, caller: Caller) -> int:
         insert = insert_if_absent(self.engine.dialect.name, feedback).returning(feedback.c.id)
         recorded = 0
         with self.engine.begin() as connection:
-            self._check_against_ledger(connection, service_id, entries)
+            self._check_against_ledger(connection, service_id, entries, caller)
             for entry in entries:
                 reason = entry.override_reason
                 row = {
@@ -253,19 +255,24 @@ class FeedbackReceiver:
                     "override_reason_display": reason.display if reason else None,
                     "has_user_comment": entry.has_user_comment,
                     "received_at": received_at,
+                    "client_iss": caller.iss,
+                    "client_tenant": caller.tenant,
                 }
                 if connection.execute(insert, row).first() is not None:
                     recorded += 1
         return recorded
 
     @staticmethod
-    def _check_against_ledger(connection, service_id: str, entries: list[FeedbackEntry]) -> None:
+    def _check_against_ledger(connection, service_id: str, entries: list[FeedbackEntry], caller: Caller) -> None:
         card_uuids = sorted({entry.card_uuid for entry in entries})
-        issued = dict(
-            connection.execute(
-                select(issued_card.c.card_uuid, issued_card.c.service_id).where(issued_card.c.card_uuid.in_(card_uuids))
-            ).all()
-        )
+        rows = connection.execute(
+            select(
+                issued_card.c.card_uuid, issued_card.c.service_id, issued_card.c.client_iss, issued_card.c.client_tenant
+            ).where(issued_card.c.card_uuid.in_(card_uuids))
+        ).all()
+        issued = {row.card_uuid: row.service_id for row in rows}
+        # Cards recorded before the ledger kept the client (schema 1) have none: any client may answer them.
+        client_of = {row.card_uuid: (row.client_iss, row.client_tenant) for row in rows if row.client_iss is not None}
         suggestions: dict[str, set[str]] = {}
         for suggestion_uuid, card_uuid in connection.execute(
             select(issued_suggestion.c.suggestion_uuid, issued_suggestion.c.card_uuid).where(
@@ -286,6 +293,9 @@ class FeedbackReceiver:
                     f"/cds-services/{issued_by}/feedback",
                     "not-found",
                 )
+            elif client_of.get(entry.card_uuid, (caller.iss, caller.tenant)) != (caller.iss, caller.tenant):
+                # Another EHR's card: said as "not found", which names nothing of the other client.
+                problems.add(f"{where}.card", f"no card {entry.card_uuid} was issued to this client", "not-found")
             else:
                 card_suggestions = suggestions.get(entry.card_uuid, set())
                 for suggestion_id in entry.accepted_suggestions:
@@ -300,6 +310,8 @@ class FeedbackReceiver:
 
 def open_feedback(settings: Settings, hook_service) -> FeedbackReceiver:
     """Open the store, have `hook_service` record every card it issues, and return the receiver."""
+    from cds_service.suppression import CardGate
+
     store = open_store(settings)
-    hook_service.listeners.append(store.ledger.cards_issued)
+    hook_service.card_gate = CardGate(store.ledger, hook_service.suppression, hook_service.knowledge_version)
     return FeedbackReceiver(store.engine)

@@ -16,6 +16,7 @@ SERVICE_LABEL = "Denosumab CDS"
 # Stable identifiers of the project's own code systems (documented in README.md).
 TOPIC_SYSTEM = "https://denosumab-cds.org/fhir/CodeSystem/card-topic"
 OVERRIDE_REASON_SYSTEM = "https://denosumab-cds.org/fhir/CodeSystem/override-reason"
+KNOWLEDGE_VERSION_EXTENSION = "https://denosumab-cds.org/knowledge-version"
 
 
 def _action_json(action) -> dict:
@@ -35,7 +36,7 @@ def _fit_summary(summary: str) -> str:
     return summary[: SUMMARY_MAX - 2].rstrip() + "…"
 
 
-def card_from_finding(finding: Finding, kb: Knowledge) -> dict:
+def card_from_finding(finding: Finding, kb: Knowledge, knowledge_version: str | None = None) -> dict:
     topic = kb.topics[finding.topic]
     source = {
         "label": SERVICE_LABEL,
@@ -67,10 +68,12 @@ def card_from_finding(finding: Finding, kb: Knowledge) -> dict:
         ]
     if finding.links:
         card["links"] = [{"label": link.label, "url": link.url, "type": link.type} for link in finding.links]
+    if knowledge_version:
+        card["extension"] = {KNOWLEDGE_VERSION_EXTENSION: knowledge_version}  # CDS Hooks 2.0 card extension
     return card
 
 
-def build_response(findings: list[Finding], kb: Knowledge) -> dict:
+def build_response(findings: list[Finding], kb: Knowledge, knowledge_version: str | None = None) -> dict:
     """Cards ordered critical, warning, info; one per topic (the most severe wins)."""
     best: dict[str, Finding] = {}
     for finding in findings:
@@ -80,7 +83,7 @@ def build_response(findings: list[Finding], kb: Knowledge) -> dict:
     ordered = sorted(best.values(), key=lambda f: (INDICATOR_ORDER[f.indicator], f.topic))
     cards = []
     for finding in ordered:
-        card = card_from_finding(finding, kb)
+        card = card_from_finding(finding, kb, knowledge_version)
         problems = response_problems({"cards": [card]})
         if problems:  # our bug: never send an invalid card, never fail the others with it
             logger.error("card for topic %s dropped as invalid: %s", finding.topic, "; ".join(problems))

@@ -229,10 +229,28 @@ class Threshold:
         return self.default is not None and self.default != self.value
 
 
+REGIMENS = ("60mg", "120mg")
+INDICATORS = ("info", "warning", "critical")
+
+
 @dataclass(frozen=True)
 class OverrideReason:
     code: str
     display: str
+    # Suppression after an override (card catalog v2): days the topic stays hidden for the patient;
+    # by regimen when the period is the dosing interval. Empty: this reason suppresses nothing.
+    suppress_days: Mapping[str, int] = field(default_factory=dict)  # regimen or "*" -> days
+    suppress_indicators: tuple[str, ...] = INDICATORS  # indicators of the overridden card it applies to
+
+    def suppression_days(self, regimen: str | None) -> int | None:
+        """The period for `regimen`; with the regimen unknown, the shortest (the card returns soonest)."""
+        if not self.suppress_days:
+            return None
+        if "*" in self.suppress_days:
+            return self.suppress_days["*"]
+        if regimen in self.suppress_days:
+            return self.suppress_days[regimen]
+        return min(self.suppress_days.values())
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,10 @@ class Topic:
     citation: str
     source_url: str | None
     override_reasons: tuple[OverrideReason, ...]
+    never_suppress_critical: bool = False  # a critical card of this topic is never hidden by an override's period
+
+    def override_reason(self, code: str | None) -> OverrideReason | None:
+        return next((reason for reason in self.override_reasons if reason.code == code), None)
 
 
 @dataclass(frozen=True)
@@ -581,7 +603,7 @@ def _load_topics(
     tables = _tables(data, "topics", path)
     allowed = {
         "display", "triggers", "when", "indicators", "thresholds", "valuesets",
-        "citation", "source_url", "override_reasons",
+        "citation", "source_url", "override_reasons", "never_suppress_critical",
     }
     topics: dict[str, Topic] = {}
     for code, table in tables.items():
@@ -611,15 +633,24 @@ def _load_topics(
             raise KnowledgeError(f"{where}: 'override_reasons' must be a non-empty array of tables")
         reasons: list[OverrideReason] = []
         for reason in reasons_raw:
-            if not isinstance(reason, dict) or set(reason) != {"code", "display"}:
-                raise KnowledgeError(f"{where}: each override reason needs exactly code and display")
+            if not isinstance(reason, dict) or not {"code", "display"} <= set(reason) <= _REASON_KEYS:
+                raise KnowledgeError(
+                    f"{where}: each override reason needs code and display (optional: suppress_days, suppress_indicators)"
+                )
             r_code = _require_str(reason, "code", where)
             r_display = _require_str(reason, "display", where)
             if not _NAME_RE.match(r_code):
                 raise KnowledgeError(f"{where}: override reason code {r_code!r} must be lower-kebab-case")
             if any(r.code == r_code for r in reasons):
                 raise KnowledgeError(f"{where}: duplicate override reason {r_code!r}")
-            reasons.append(OverrideReason(r_code, r_display))
+            reasons.append(
+                OverrideReason(
+                    r_code,
+                    r_display,
+                    suppress_days=suppression_period(reason.get("suppress_days"), f"{where}: {r_code}.suppress_days"),
+                    suppress_indicators=_suppress_indicators(reason, f"{where}: {r_code}"),
+                )
+            )
         topics[code] = Topic(
             code=code,
             display=_require_str(table, "display", where),
@@ -631,8 +662,42 @@ def _load_topics(
             citation=_require_str(table, "citation", where),
             source_url=source_url,
             override_reasons=tuple(reasons),
+            never_suppress_critical=_flag(table, "never_suppress_critical", where),
         )
     return topics
+
+
+_REASON_KEYS = {"code", "display", "suppress_days", "suppress_indicators"}
+
+
+def suppression_period(raw: object, where: str) -> Mapping[str, int]:
+    """A suppression period as written in seeds or config: days (every regimen), or a table of
+    days by regimen (`{ 60mg = 183, 120mg = 28 }`); None means none."""
+    if raw is None:
+        return MappingProxyType({})
+    by_regimen = raw if isinstance(raw, dict) else {"*": raw}
+    if not by_regimen or any(r != "*" and r not in REGIMENS for r in by_regimen):
+        raise KnowledgeError(f"{where}: give days, or a table of days by regimen ({', '.join(REGIMENS)})")
+    for days in by_regimen.values():
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+            raise KnowledgeError(f"{where}: {days!r} is not a whole number of days from 0 to 3650")
+    return MappingProxyType(dict(by_regimen))
+
+
+def _suppress_indicators(reason: dict, where: str) -> tuple[str, ...]:
+    if "suppress_indicators" not in reason:
+        return INDICATORS
+    values = _require_str_list(reason, "suppress_indicators", where)
+    if any(v not in INDICATORS for v in values):
+        raise KnowledgeError(f"{where}: suppress_indicators must be among {', '.join(INDICATORS)}")
+    return values
+
+
+def _flag(table: dict, key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise KnowledgeError(f"{where}: {key!r} must be true or false")
+    return value
 
 
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:

@@ -314,7 +314,9 @@ def render(kb: Knowledge) -> str:
             w("* **Sources:** " + ", ".join(f"[`{sid}`](#source-{sid})" for sid in cited))
         if t.source_url:
             w(f"* **Source URL:** <{t.source_url}>")
-        w("* **Override reasons:** " + "; ".join(f"`{r.code}` {r.display}" for r in t.override_reasons))
+        w("* **Override reasons:** " + "; ".join(f"`{r.code}` {r.display}{_suppression(r)}" for r in t.override_reasons))
+        if t.never_suppress_critical:
+            w("* **Never suppressed when critical** (an override's period never hides a critical card of this topic)")
         w("")
         if t.thresholds:
             w("| threshold | value | unit | source |")
@@ -408,6 +410,15 @@ def render(kb: Knowledge) -> str:
 def units_table(directory) -> dict:
     """The raw `units.toml` tables, for review (the record reads them through record/units.py)."""
     return tomllib.loads((directory / "units.toml").read_text(encoding="utf-8"))["analytes"]
+
+
+def _suppression(reason) -> str:
+    """An override reason's suppression period in words (card catalog v2)."""
+    if not reason.suppress_days:
+        return ""
+    days = "; ".join(f"{d} days" if r == "*" else f"{r.replace('mg', ' mg')}: {d} days" for r, d in reason.suppress_days.items())
+    only = "" if len(reason.suppress_indicators) == 3 else f", after a {' or '.join(reason.suppress_indicators)} card"
+    return f" (suppresses the topic for {days}{only})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from cds_service.config import Settings
 class Caller:
     iss: str | None  # None when JWT is off
     fhir_servers: tuple[str, ...]  # FHIR bases this caller may send as fhirServer
+    tenant: str | None = None  # the registered client's tenant, when its entry names one
 
 
 def anonymous_caller(settings: Settings) -> Caller:

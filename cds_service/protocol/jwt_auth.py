@@ -235,7 +235,7 @@ class JwtVerifier:
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
             raise TokenRejected("jti is not a string of 1 to 256 characters", iss)
         self._check_first_use(client.iss, jti, claims["exp"])
-        return Caller(iss=client.iss, fhir_servers=client.fhir_servers)
+        return Caller(iss=client.iss, fhir_servers=client.fhir_servers, tenant=client.tenant)
 
     @staticmethod
     def _bearer_token(authorization: str | None) -> str:

@@ -1,8 +1,10 @@
 """The card ledger: every card the service issues, so that feedback joins to the rule behind it.
 
 Each card is recorded with its suggestion uuids and labels, service, hook, hookInstance, topic
-code, indicator and time, and the patient only as HMAC-SHA256(key, fhirServer + patientId): the
-same patient gives the same hash under one key, and nobody without the key can go back to the id.
+code, indicator, time, status (issued; suppressed or silent: evaluated but not shown), knowledge
+version and the EHR client (JWT iss and tenant), and the patient only as HMAC-SHA256(key,
+fhirServer + patientId): the same patient gives the same hash under one key, and nobody without
+the key can go back to the id. Ordering sessions (encounter + draft order id) are kept the same way.
 
 The write is synchronous, one transaction per response that has cards, made before the response
 leaves: an EHR can send feedback the moment it has a card uuid. If the store fails, the cards
@@ -18,6 +20,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
@@ -25,7 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import ConfigError, Settings, unsupported_store_url
 from cds_service.store.engine import DEFAULT_STORE_URL, STORE_URL_ENV_VAR, create_store_engine
-from cds_service.store.schema import insert_if_absent, issued_card, issued_suggestion, migrate, store_meta
+from cds_service.store.schema import (
+    feedback,
+    insert_if_absent,
+    issued_card,
+    issued_suggestion,
+    migrate,
+    store_meta,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +126,18 @@ class IssuedCard:
         )
 
 
+class PastOverride(NamedTuple):
+    """A card of this patient whose latest feedback is an override (see `CardLedger.recent_overrides`)."""
+
+    topic: str
+    indicator: str
+    hook: str
+    order_keys: frozenset[str]
+    outcome_at: datetime  # when overridden: the EHR's outcomeTimestamp, never later than its arrival
+    reason_system: str | None
+    reason_code: str | None
+
+
 @dataclass
 class CardLedger:
     engine: Engine
@@ -123,8 +145,59 @@ class CardLedger:
 
     def patient_hash(self, fhir_server: str | None, patient_id: str) -> str:
         # Patient ids are unique per FHIR server only, so the server is part of what is hashed.
-        message = f"{fhir_server or ''}\x1f{patient_id}".encode("utf-8")
-        return hmac.new(self.patient_hash_key, message, hashlib.sha256).hexdigest()
+        return self._keyed_hash(fhir_server or "", patient_id)
+
+    def order_key(self, fhir_server: str | None, patient_id: str, encounter_id: str, draft_order_id: str) -> str:
+        """One ordering session of one draft order, keyed like the patient (ids are not kept)."""
+        return self._keyed_hash(fhir_server or "", patient_id, encounter_id, draft_order_id)
+
+    def _keyed_hash(self, *parts: str) -> str:
+        return hmac.new(self.patient_hash_key, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def recent_overrides(self, patient_hash: str, topics, since: datetime) -> list[PastOverride]:
+        """The patient's cards of `topics` overridden at or after `since`, by their latest feedback.
+
+        One query (index ix_issued_card_patient_topic, then ix_feedback_card): every feedback of
+        those cards since `since`, newest last; a card whose latest outcome is an acceptance does
+        not count as overridden."""
+        query = (
+            select(
+                issued_card.c.card_uuid,
+                issued_card.c.topic,
+                issued_card.c.indicator,
+                issued_card.c.hook,
+                issued_card.c.order_keys,
+                feedback.c.outcome,
+                feedback.c.outcome_at,
+                feedback.c.received_at,
+                feedback.c.override_reason_system,
+                feedback.c.override_reason_code,
+            )
+            .join(feedback, feedback.c.card_uuid == issued_card.c.card_uuid)
+            .where(
+                issued_card.c.patient_hash == patient_hash,
+                issued_card.c.topic.in_(sorted(topics)),
+                feedback.c.outcome_at >= since,
+            )
+            .order_by(issued_card.c.card_uuid, feedback.c.outcome_at, feedback.c.id)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        latest = {row.card_uuid: row for row in rows}  # ordered by time within a card: the last wins
+        return [
+            PastOverride(
+                row.topic,
+                row.indicator,
+                row.hook,
+                frozenset((row.order_keys or "").split()),
+                # An EHR clock ahead of ours must not lengthen a suppression.
+                min(row.outcome_at, row.received_at),
+                row.override_reason_system,
+                row.override_reason_code,
+            )
+            for row in latest.values()
+            if row.outcome == "overridden"
+        ]
 
     def record(
         self,
@@ -135,10 +208,16 @@ class CardLedger:
         hook_instance: str,
         patient_hash: str,
         issued_at: datetime,
+        statuses: dict[str, str] | None = None,  # card uuid -> "suppressed" | "silent"; else issued
+        knowledge_version: str | None = None,
+        client_iss: str | None = None,
+        client_tenant: str | None = None,
+        order_keys: tuple[str, ...] = (),
     ) -> None:
-        """All cards of one response in one transaction."""
+        """All cards of one response (shown or not) in one transaction."""
         if not cards:
             return
+        statuses = statuses or {}
         card_rows = [
             {
                 "card_uuid": card.card_uuid,
@@ -149,6 +228,11 @@ class CardLedger:
                 "indicator": card.indicator,
                 "issued_at": issued_at,
                 "patient_hash": patient_hash,
+                "status": statuses.get(card.card_uuid, "issued"),
+                "knowledge_version": knowledge_version,
+                "client_iss": client_iss,
+                "client_tenant": client_tenant,
+                "order_keys": " ".join(sorted(order_keys)) or None,
             }
             for card in cards
         ]
@@ -161,24 +245,6 @@ class CardLedger:
             connection.execute(issued_card.insert(), card_rows)
             if suggestion_rows:
                 connection.execute(issued_suggestion.insert(), suggestion_rows)
-
-    def cards_issued(self, request, response: dict, _record, as_of: datetime) -> None:
-        """`HookService` listener: record the response's cards; never fails the hook call."""
-        cards = response.get("cards") or []
-        if not cards:
-            return
-        try:
-            self.record(
-                [IssuedCard.from_card_json(card) for card in cards],
-                service_id=request.service.id,
-                hook=request.hook,
-                hook_instance=request.hook_instance,
-                patient_hash=self.patient_hash(request.fhir_server, request.patient_id),
-                issued_at=as_of,
-            )
-        except SQLAlchemyError as error:
-            # The type only: driver messages can quote the row values.
-            logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(cards))
 
 
 @dataclass

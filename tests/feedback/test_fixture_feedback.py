@@ -54,7 +54,7 @@ def as_expected(topic: dict) -> dict:
         "accepted": topic["accepted"],
         "overridden": topic["overridden"],
         "noResponse": topic["no_response"],
-        "acceptanceRate": topic["acceptance_rate"],
+        "acceptanceRate": topic["acceptance"],
         "overrideReasons": {r.get("code", r["label"]): r["count"] for r in topic["override_reasons"]},
         "acceptedSuggestions": {s["label"]: s["count"] for s in topic["accepted_suggestions"]},
     }

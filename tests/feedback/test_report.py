@@ -56,7 +56,7 @@ def test_counts_per_topic_by_latest_outcome(backend_url):
 
     calcium = rows["calcium-monitoring"]
     assert (calcium.issued, calcium.accepted, calcium.overridden, calcium.no_response) == (3, 2, 0, 1)
-    assert calcium.acceptance_rate == pytest.approx(2 / 3)
+    assert calcium.acceptance == pytest.approx(2 / 3)
     assert calcium.override_reasons == []
     assert sorted((c.label, c.count) for c in calcium.accepted_suggestions) == sorted(
         [(monitoring[0]["suggestions"][0]["label"], 1), (monitoring[1]["suggestions"][1]["label"], 1)]
@@ -64,7 +64,7 @@ def test_counts_per_topic_by_latest_outcome(backend_url):
 
     dental_row = rows["dental-clearance"]
     assert (dental_row.issued, dental_row.accepted, dental_row.overridden, dental_row.no_response) == (3, 0, 3, 0)
-    assert dental_row.acceptance_rate == 0
+    assert dental_row.acceptance == 0
     reason = dental[0]["overrideReasons"][1]
     assert [(c.label, c.code, c.count) for c in dental_row.override_reasons] == [
         (reason["display"], reason["code"], 2),
@@ -92,28 +92,29 @@ def test_the_cli_prints_table_csv_and_json_and_draws_the_chart(tmp_path, capsys)
     committee_month()
     plot = tmp_path / "acceptance.html"
     assert main(["report", "--since", "2026-11-01", "--format", "csv", "--plot", str(plot)]) == 0
-    rows = {row["topic"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    rows = {row["topic"]: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out)) if row["split"] in ("topic", "total")}
     assert rows["calcium-monitoring"]["issued"] == "3"
-    assert rows["calcium-monitoring"]["acceptance_rate"] == "0.6667"
+    assert rows["calcium-monitoring"]["acceptance"] == "0.6667"
     assert rows["dental-clearance"]["overridden"] == "3"
     assert "(no reason given) (1)" in rows["dental-clearance"]["top_override_reasons"]
     assert rows["total"]["no_response"] == "1"
 
     page = plot.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page
-    assert "calcium-monitoring: accepted 2 of 3" in page and "dental-clearance: overridden 3 of 3" in page
+    assert "No recent calcium result: accepted 2 of 3 shown" in page
+    assert "Dental evaluation before denosumab: overridden 3 of 3 shown" in page
     assert "<script" not in page
 
     assert main(["report", "--since", "2026-11-01", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_topic = {t["topic"]: t for t in data["topics"]}
-    assert by_topic["calcium-monitoring"]["acceptance_rate"] == 0.6667
+    assert by_topic["calcium-monitoring"]["acceptance"] == 0.6667
     assert data["total"]["issued"] == 6
 
     assert main(["report", "--since", "2026-11-01"]) == 0
     table = capsys.readouterr().out
-    line = next(line for line in table.splitlines() if line.startswith("calcium-monitoring "))
-    assert line.split() == ["calcium-monitoring", "3", "2", "0", "1", "66.7%"]
+    line = next(line for line in table.splitlines() if line.startswith("No recent calcium result *"))
+    assert line.split()[5:] == ["3", "2", "(67%)", "0", "(0%)", "1", "(33%)", "66.7%", "0.0%", "0", "0"]
     assert "Top override reasons:" in table and "(no reason given)" in table
 
 
@@ -137,4 +138,4 @@ def test_an_empty_period():
     app = make_card_app()
     engine = app.extensions["denosumab_cds_feedback"].engine
     report = build_report(engine, since=parse_day_or_time("2027-01-01"))
-    assert report.topics == [] and report.total.issued == 0 and report.total.acceptance_rate is None
+    assert report.topics == [] and report.total.issued == 0 and report.total.acceptance is None
