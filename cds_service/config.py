@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 CONFIG_ENV_VAR = "DENOSUMAB_CDS_CONFIG"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 DEFAULT_FHIR_TIMEOUT_SECONDS = 2.0
+DEFAULT_FHIR_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_DRAFT_ORDERS = 50
+DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 300
 
 
 class ConfigError(ValueError):
@@ -42,7 +45,10 @@ class Settings:
     fhir_timeout_seconds: float = DEFAULT_FHIR_TIMEOUT_SECONDS
     fhir_max_pages: int = 10
     fhir_max_workers: int = 8
+    fhir_max_response_bytes: int = DEFAULT_FHIR_MAX_RESPONSE_BYTES  # decompressed, per response
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_draft_orders: int = DEFAULT_MAX_DRAFT_ORDERS  # more in one request: 400 too-costly
+    max_token_lifetime_seconds: int = DEFAULT_MAX_TOKEN_LIFETIME_SECONDS  # JWT exp - iat
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 2
@@ -105,6 +111,9 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         allowed_fhir_servers=tuple(_fhir_base(u, "fhir.allowed_servers") for u in fhir.get("allowed_servers", [])),
         fhir_timeout_seconds=float(fhir.get("timeout_seconds", DEFAULT_FHIR_TIMEOUT_SECONDS)),
         fhir_max_pages=int(fhir.get("max_pages", 10)),
+        fhir_max_response_bytes=int(fhir.get("max_response_bytes", DEFAULT_FHIR_MAX_RESPONSE_BYTES)),
+        max_draft_orders=int(server.get("max_draft_orders", DEFAULT_MAX_DRAFT_ORDERS)),
+        max_token_lifetime_seconds=int(auth.get("max_token_lifetime_seconds", DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)),
         max_body_bytes=int(server.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
         host=server.get("host", "0.0.0.0"),
         port=int(server.get("port", 8080)),
@@ -119,6 +128,9 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
     )
     _require(settings.fhir_timeout_seconds > 0, "fhir.timeout_seconds must be positive")
     _require(settings.max_body_bytes > 0, "server.max_body_bytes must be positive")
+    _require(settings.fhir_max_response_bytes > 0, "fhir.max_response_bytes must be positive")
+    _require(settings.max_draft_orders > 0, "server.max_draft_orders must be positive")
+    _require(settings.max_token_lifetime_seconds > 0, "auth.max_token_lifetime_seconds must be positive")
     _require(settings.workers >= 1 and settings.threads >= 1, "server.workers and server.threads must be at least 1")
     _require(settings.max_requests >= 0, "server.max_requests must be 0 (never recycle) or positive")
     if settings.require_jwt:

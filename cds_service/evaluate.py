@@ -59,7 +59,8 @@ class HookService:
         self.kb = self.kb or load_knowledge(threshold_overrides=self.settings.threshold_overrides or None)
         self.services = self.services or load_services()
         self.fhir_client = self.fhir_client or FhirClient(
-            max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers
+            max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers,
+            max_response_bytes=self.settings.fhir_max_response_bytes,
         )
         self.rules = discover_rules(self.kb)
         warm_models()
