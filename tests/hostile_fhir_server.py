@@ -33,12 +33,13 @@ def gzip_bomb_chunks(expanded_bytes: int):
 
 class HostileFhirServer:
     """Modes are chosen per path prefix: /drip-body/, /drip-headers/, /bomb/, /deep/, /big-page/,
-    /ok/ (a small valid empty searchset), /jwks/ (the `jwks` document, dripped when `drip_jwks`)."""
+    /ok/ (a small valid empty searchset), /jwks/ (the `jwks` document, dripped while `drip_jwks` is true)."""
 
     def __init__(self, *, max_drip_seconds: float = 20.0, big_page_entries: int = 150_000):
         self.max_drip_seconds = max_drip_seconds
         self.big_page_entries = big_page_entries
         self.jwks: dict = {"keys": []}
+        self.drip_jwks = False
         self.requests: list[str] = []
         self.bomb_bytes_sent = 0
         self._lock = threading.Lock()
@@ -131,7 +132,7 @@ class HostileFhirServer:
                 elif path.startswith("/jwks/"):
                     body = json.dumps(owner.jwks).encode()
                     self._head(len(body))
-                    if path.startswith("/jwks/drip"):
+                    if owner.drip_jwks:
                         self._drip(body)
                     else:
                         self.wfile.write(body)
