@@ -16,7 +16,7 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.fhir_client import FhirClient
 from cds_service.protocol.prefetch import resolve_data
-from cds_service.protocol.request import HookRequest, parse_hook_request
+from cds_service.protocol.request import HookRequest, parse_hook_request, refuse_too_many_draft_orders
 from cds_service.protocol.services import ServiceDefinition, load_services
 from cds_service.record.build import DRAFTS, RecordInputs, build_record
 from cds_service.record.fhir_parse import warm_models
@@ -75,6 +75,7 @@ class HookService:
         return {"services": [s.discovery_json() for s in self.services.values()]}
 
     def evaluate(self, service_id: str, body, caller: Caller) -> CallOutcome:
+        refuse_too_many_draft_orders(body, self.service(service_id), self.settings.max_draft_orders)
         request = parse_hook_request(body, self.service(service_id))
         as_of = self.clock()
         draft_skips = [SkippedResource(DRAFTS, p) for p in request.draft_order_problems]

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import requests
 import urllib3.exceptions
@@ -159,8 +159,14 @@ def bounded_session(*, pool_maxsize: int = 8) -> requests.Session:
     return session
 
 
-def _decoded_chunks(response: requests.Response, max_bytes: int, budget: ReadBudget | None) -> Iterator[bytes]:
-    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+class BodyTooLarge(ResponseUnreadable):
+    """More decompressed bytes than allowed."""
+
+
+def inflated(chunks: Iterable[bytes], content_encoding: str | None, max_bytes: int, budget: ReadBudget | None = None) -> Iterator[bytes]:
+    """The decompressed bytes of `chunks` (gzip, deflate or none), in steps of at most 1 MiB,
+    stopping with `BodyTooLarge` past `max_bytes`; other encodings are `ResponseUnreadable`."""
+    encoding = (content_encoding or "identity").strip().lower()
     if encoding not in _DECOMPRESSED_ENCODINGS | {"identity", ""}:
         raise ResponseUnreadable(f"Content-Encoding {encoding[:20]!r} is not supported")
     decompressor = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding in _DECOMPRESSED_ENCODINGS else None
@@ -170,12 +176,12 @@ def _decoded_chunks(response: requests.Response, max_bytes: int, budget: ReadBud
         nonlocal total
         total += len(data)
         if total > max_bytes:
-            raise ResponseUnreadable(f"response larger than {max_bytes} bytes")
+            raise BodyTooLarge(f"response larger than {max_bytes} bytes")
         if budget is not None:
             budget.take(len(data))
         return data
 
-    for chunk in response.raw.stream(READ_CHUNK_BYTES, decode_content=False):
+    for chunk in chunks:
         if decompressor is None:
             yield counted(chunk)
             continue
@@ -189,6 +195,8 @@ def _decoded_chunks(response: requests.Response, max_bytes: int, budget: ReadBud
             if decompressor.eof and decompressor.unused_data:  # a gzip file of several members
                 chunk = decompressor.unused_data
                 decompressor = zlib.decompressobj(32 + zlib.MAX_WBITS)
+    if decompressor is not None and not decompressor.eof:
+        raise ResponseUnreadable("compressed data is truncated")
 
 
 def json_depth(body: bytes) -> int:
@@ -241,7 +249,8 @@ def read_json_response(
             if response.status_code != 200:
                 raise ResponseUnreadable(f"HTTP {response.status_code}")
             parts = []
-            for data in _decoded_chunks(response, max_bytes, budget):
+            chunks = response.raw.stream(READ_CHUNK_BYTES, decode_content=False)
+            for data in inflated(chunks, response.headers.get("Content-Encoding"), max_bytes, budget):
                 parts.append(data)
                 if time.monotonic() > deadline:
                     raise ResponseUnreadable("no complete answer before the deadline")

@@ -145,6 +145,8 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     check(hook, "POST", jwt_client.post(ORDER_SIGN, json=no_prefetch, headers=signed(ORDER_SIGN)))
     big = b'{"pad": "' + b"x" * (6 * 1024 * 1024) + b'"}'
     check(hook, "POST", jwt_client.post(ORDER_SIGN, data=big, content_type="application/json", headers=signed(ORDER_SIGN)))
+    brotli = {**signed(ORDER_SIGN), "Content-Encoding": "br"}
+    check(hook, "POST", jwt_client.post(ORDER_SIGN, data=b"\x0b\x02\x80{}\x03", content_type="application/json", headers=brotli))
 
     card = with_card.get_json()["cards"][0]
     feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-25T15:02:00Z",
@@ -156,6 +158,8 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     check(fb, "POST", jwt_client.post(FEEDBACK, json=feedback))
     check(fb, "POST", jwt_client.post("/cds-services/nope/feedback", json=feedback, headers=signed("/cds-services/nope/feedback")))
     check(fb, "POST", jwt_client.post(FEEDBACK, data=big, content_type="application/json", headers=signed(FEEDBACK)))
+    compressed = {**signed(FEEDBACK), "Content-Encoding": "zstd"}
+    check(fb, "POST", jwt_client.post(FEEDBACK, data=b"(\xb5/\xfd", content_type="application/json", headers=compressed))
 
     # The store down: feedback is 503 (the EHR resends later). A hook call still gets its cards,
     # the replay check falling back to the worker's memory; only when that is full is it a 503,
