@@ -61,7 +61,7 @@ class FetchResult:
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-CALL_BUDGET_RESPONSES = 2  # all the responses of one call together: this many times the per-response cap
+CALL_BUDGET_RESPONSES = 1.5  # all the responses of one call together: this many times the per-response cap
 
 
 class FhirClient:
@@ -112,7 +112,7 @@ class FhirClient:
         """Run every query in parallel; whatever has not answered when the deadline passes is
         reported as unavailable (its thread finishes in the background, bounded by the timeout)."""
         deadline = time.monotonic() + timeout_seconds
-        budget = ReadBudget(CALL_BUDGET_RESPONSES * self.max_response_bytes)
+        budget = ReadBudget(int(CALL_BUDGET_RESPONSES * self.max_response_bytes))
         executor = ThreadPoolExecutor(max_workers=max(1, min(len(urls), self.max_workers)), thread_name_prefix="fhir-fetch")
         futures: dict[Future, str] = {
             executor.submit(self._fetch, url, token, base, deadline, budget): key for key, url in urls.items()

@@ -13,7 +13,7 @@ import pytest
 
 from cds_service.config import Settings
 from cds_service.protocol.fhir_client import FhirClient
-from cds_service.protocol.http_read import MAX_JSON_DEPTH, ResponseUnreadable, json_depth, parse_json
+from cds_service.protocol.http_read import ResponseUnreadable, parse_json
 from tests.hostile_fhir_server import HostileFhirServer
 from tests.protocol.test_prefetch_and_fetch import TOKEN
 from tests.requests_for_tests import baseline_request
@@ -102,13 +102,12 @@ def test_deeply_nested_json_costs_its_query_not_the_call(make_app, hostile):
     assert _topics(response) == ["data-unavailable"]
 
 
-def test_nesting_is_measured_outside_strings():
-    assert json_depth(b'{"a": [[1], {"b": "[[[[{{{{"}]}') == 3
-    assert json_depth(b'["\\"[[[", []]') == 2
-    with pytest.raises(ResponseUnreadable, match="nested deeper"):
-        parse_json(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1))
+def test_nesting_and_broken_json_are_refused_with_their_cause():
+    with pytest.raises(ResponseUnreadable, match="nested too deeply"):
+        parse_json(b"[" * 1100)
     with pytest.raises(ResponseUnreadable, match="not JSON"):
         parse_json(b'{"resourceType": "Bundle",')
+    assert parse_json(bytearray(b'{"a": [[1], {"b": "[[[[{{{{"}]}')) == {"a": [[1], {"b": "[[[[{{{{"}]}
 
 
 def test_a_150k_entry_page_is_answered_within_the_budget(make_app, hostile):
@@ -119,6 +118,25 @@ def test_a_150k_entry_page_is_answered_within_the_budget(make_app, hostile):
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert elapsed < 2.0 + 1.0
+
+
+def test_eight_huge_pages_in_one_call_stay_within_the_call_budget():
+    """Every one of a call's 8 queries answered with a 16 MiB page (230k entries): the call's
+    responses together are capped, so the heap stays far below a worker's 400 MB."""
+    with HostileFhirServer(big_page_entries=230_000) as server:
+        base = f"{server.base}/big-page/fhir"
+        tracemalloc.start()
+        try:
+            results = FhirClient().fetch_all(
+                {f"q{i}": f"{base}/Observation?i={i}" for i in range(8)}, base=base, token=None, timeout_seconds=20.0
+            )
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    errors = [result.error for result in results.values()]
+    assert errors.count("the call's responses together are larger than allowed") == 7
+    assert [len(result.resources) for result in results.values() if result.error is None] == [230_000]  # one fits
+    assert peak < 250 * 1024 * 1024
 
 
 def test_one_stuck_call_does_not_starve_another_callers_call(make_app, hostile):

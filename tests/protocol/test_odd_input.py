@@ -55,6 +55,13 @@ def test_more_draft_orders_than_allowed_is_400_too_costly_before_any_work(make_a
     assert "at most 50" in issue["diagnostics"]
 
 
+def test_five_thousand_draft_orders_are_refused_at_once(make_app):
+    """4.7 MB, under the body limit: once over 30 s of duplicate checking and gunicorn's HTML 500."""
+    response = make_app().test_client().post(ORDER_SIGN, json=_with_drafts(5000))
+    assert response.status_code == 400
+    assert _issue(response)["code"] == "too-costly"
+
+
 def test_the_draft_order_limit_is_inclusive_and_configurable(make_app):
     assert make_app().test_client().post(ORDER_SIGN, json=_with_drafts(50)).status_code == 200
     client = make_app(Settings(max_draft_orders=5)).test_client()
