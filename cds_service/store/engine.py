@@ -51,6 +51,9 @@ def _switch_to_wal(cursor) -> None:
             time.sleep(0.02)
 
 
+RECONNECT_PAUSE_SECONDS = 3.0
+
+
 class StoreFileChanged(sqlite3.OperationalError):
     """The SQLite file is not the one the service opened (removed, moved or replaced)."""
 
@@ -88,13 +91,27 @@ def _watch_sqlite_file(engine: Engine, path: str) -> None:
 
 def _discard_connection_on_operational_errors(engine: Engine) -> None:
     """A connection that failed with an operational error (I/O error, server gone, file
-    unreadable) is not given out again: the pool is refreshed, so recovery needs no restart."""
+    unreadable) is not given out again: the pool is refreshed, so recovery needs no restart.
+    After a failed connect, connecting again is not tried for `RECONNECT_PAUSE_SECONDS`: an
+    unreachable database host would otherwise cost every hook call its connect timeout twice
+    (replay check and ledger) while the cards wait."""
+    paused_until = {"time": 0.0}
 
     @event.listens_for(engine, "handle_error")
     def _invalidate(context):
         dbapi_error = context.original_exception
-        if type(dbapi_error).__name__ in ("OperationalError", "InterfaceError") and not isinstance(dbapi_error, StoreFileChanged):
+        dbapi = context.dialect.loaded_dbapi
+        if isinstance(dbapi_error, (dbapi.OperationalError, dbapi.InterfaceError)) and not isinstance(dbapi_error, StoreFileChanged):
             context.is_disconnect = True
+            if context.connection is None and not getattr(dbapi_error, "connect_paused", False):  # the connect failed
+                paused_until["time"] = time.monotonic() + RECONNECT_PAUSE_SECONDS
+
+    @event.listens_for(engine, "do_connect")
+    def _fail_fast(dialect, _record, _cargs, _cparams):
+        if time.monotonic() < paused_until["time"]:
+            error = dialect.loaded_dbapi.OperationalError("the store could not be reached a moment ago; not tried again yet")
+            error.connect_paused = True
+            raise error
 
 
 def create_store_engine(url: str | None = None) -> Engine:

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
+import threading
 import time
 import uuid
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from cds_service.config import Settings
 from cds_service.store import create_store_engine
 from tests.feedback.conftest import _postgres_url, accepted, issue_cards, make_card_app, order_sign_request
 from tests.security.ehr import PUBLIC_BASE_URL, bearer, claims_for, jwt_settings, write_jwks
 
-RECOVERY_SECONDS = 5.0
+RECOVERY_SECONDS = 8.0  # the reconnect pause (3 s) and a margin
 FEEDBACK_PATH = "/cds-services/order-sign/feedback"
 
 
@@ -102,8 +105,10 @@ def test_with_the_sqlite_store_gone_a_signed_hook_call_still_gets_its_cards(tmp_
     assert response.status_code == 503 and response.headers["Retry-After"]
 
 
-@pytest.mark.postgres
-def test_postgresql_store_unreachable_then_back_recovers_by_itself():
+@pytest.fixture
+def closable_postgres_database():
+    """A PostgreSQL database of its own for one test, and a switch that closes it to connections
+    (cutting the open ones) and opens it again: the store going away and coming back."""
     base = _postgres_url()
     database = f"cds_fault_{uuid.uuid4().hex[:10]}"
     admin = create_store_engine(base).execution_options(isolation_level="AUTOCOMMIT")
@@ -111,22 +116,91 @@ def test_postgresql_store_unreachable_then_back_recovers_by_itself():
         if not connection.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar():
             pytest.skip("needs a superuser to close a test database to connections")
         connection.execute(text(f'CREATE DATABASE "{database}"'))
-    url = base.rsplit("/", 1)[0] + f"/{database}"
+
+    def available(yes: bool) -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(yes).lower()}'))
+            if not yes:
+                connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"), {"db": database})
+
     try:
-        client = make_card_app(Settings(store_url=url)).test_client()
-        before, during = issue_cards(client), issue_cards(client)
-        assert _feedback_status(client, before[0]) == 200
-        with admin.connect() as connection:  # the database goes away: new connections refused, open ones cut
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"), {"db": database})
-        assert _feedback_status(client, during[0]) == 503
-        assert issue_cards(client)  # cards still go out
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
-        assert _until_answered(client, during[0]) == 200
+        yield base.rsplit("/", 1)[0] + f"/{database}", available
     finally:
+        available(False)
         with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"), {"db": database})
             connection.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_postgresql_store_unreachable_then_back_recovers_by_itself(closable_postgres_database):
+    url, available = closable_postgres_database
+    client = make_card_app(Settings(store_url=url)).test_client()
+    before, during = issue_cards(client), issue_cards(client)
+    assert _feedback_status(client, before[0]) == 200
+    available(False)
+    assert _feedback_status(client, during[0]) == 503
+    assert issue_cards(client)  # cards still go out
+    available(True)
+    assert _until_answered(client, during[0]) == 200
+
+
+@pytest.mark.postgres
+def test_with_postgresql_down_a_signed_hook_call_still_gets_its_cards(tmp_path, closable_postgres_database, caplog):
+    from tests.security.ehr import EhrKey
+
+    url, available = closable_postgres_database
+    key = EhrKey("ES384")
+    client = make_card_app(jwt_settings(write_jwks(tmp_path / "jwks.json", key), store_url=url)).test_client()
+    hook = "/cds-services/order-sign"
+    available(False)
+    token = key.sign(claims_for(PUBLIC_BASE_URL + hook))
+    with caplog.at_level(logging.WARNING):
+        response = client.post(hook, json=order_sign_request(), headers=bearer(token))
+    assert response.status_code == 200 and response.get_json()["cards"]
+    assert any("replay protection degraded" in r.getMessage() for r in caplog.records)
+    assert client.post(hook, json=order_sign_request(), headers=bearer(token)).status_code == 401
+    # A JWT whose exp overflows BIGINT is a 401 here too (it was a misleading 503 on PostgreSQL).
+    available(True)
+    huge = key.sign(claims_for(PUBLIC_BASE_URL + hook) | {"exp": 2**63})
+    assert client.post(hook, json=order_sign_request(), headers=bearer(huge)).status_code == 401
+
+
+def test_an_unreachable_database_host_costs_one_connect_timeout_then_fails_fast():
+    """A database host that accepts TCP but never answers (as behind a dropped route): the first
+    connect waits for its timeout, the next ones within the pause fail at once, so hook calls
+    (replay check, ledger write) do not each wait for it."""
+    pytest.importorskip("psycopg")
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing():
+        silent.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    engine = create_store_engine(f"postgresql://cds@127.0.0.1:{silent.getsockname()[1]}/cds?connect_timeout=1")
+    try:
+        timings = []
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                with engine.connect() as connection:
+                    connection.execute(text("SELECT 1"))
+            timings.append(time.monotonic() - started)
+        assert timings[0] >= 0.9  # waited for the connect timeout once (libpq: 2 s at least)
+        assert max(timings[1:]) < 0.2
+        assert len(accepted) == 1
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        engine.dispose()
+        for sock in accepted:
+            sock.close()
+        silent.close()
