@@ -161,5 +161,5 @@ def test_one_stuck_call_does_not_starve_another_callers_call(make_app, hostile):
     assert response.status_code == 200
     # The other caller's data came (an empty record): its checks ran, not a data-unavailable card.
     assert "data-unavailable" not in _topics(response)
-    assert elapsed < 1.0
+    assert elapsed < 2.0  # well before the stuck call's 3 s budget runs out
     assert _topics(stuck_answer["response"]) == ["data-unavailable"]
