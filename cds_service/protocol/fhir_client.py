@@ -12,6 +12,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
+from cds_service.config import DEFAULT_FHIR_MAX_RESPONSE_BYTES
 from cds_service.protocol.bundles import bundle_resources, next_link
 from cds_service.protocol.http_read import ReadBudget, bounded_session, read_json_response
 
@@ -60,12 +61,11 @@ class FetchResult:
     truncated: bool = False  # paging stopped at the page limit
 
 
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 CALL_BUDGET_RESPONSES = 1.5  # all the responses of one call together: this many times the per-response cap
 
 
 class FhirClient:
-    def __init__(self, *, max_pages: int = 10, max_workers: int = 8, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES):
+    def __init__(self, *, max_pages: int = 10, max_workers: int = 8, max_response_bytes: int = DEFAULT_FHIR_MAX_RESPONSE_BYTES):
         self.max_pages = max_pages
         self.max_workers = max_workers
         self.max_response_bytes = max_response_bytes
