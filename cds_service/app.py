@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -20,6 +20,7 @@ from cds_service.feedback import open_feedback
 from cds_service.logs import log_call
 from cds_service.openapi import openapi_document
 from cds_service.protocol.auth import Caller, anonymous_caller
+from cds_service.protocol.http_read import BodyTooLarge, ResponseUnreadable, inflated
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -32,6 +33,9 @@ def _json_response(body: dict, status: int = 200, headers: dict | None = None) -
 
 def _read_json_body():
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    encoding = request.headers.get("Content-Encoding")
+    if encoding and encoding.strip().lower() != "identity":
+        raw = _decompressed(raw, encoding)
     if not raw:
         raise bad_request("The request body is empty; a CDS Hooks request is a JSON object.")
     try:
@@ -40,10 +44,27 @@ def _read_json_body():
         raise bad_request("The request body is not valid JSON.", code="structure") from None
 
 
+def _decompressed(raw: bytes, encoding: str) -> bytes:
+    """A gzip (or deflate) body, decompressed under the same size limit as a plain one."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if encoding.strip().lower() not in ("gzip", "x-gzip", "deflate"):
+        raise CdsError(415, (Issue(
+            f"Content-Encoding {encoding.strip()[:40]!r} is not supported; send the body as is, or with gzip or deflate",
+            code="not-supported", expression=("Content-Encoding",),
+        ),))
+    try:
+        return b"".join(inflated((raw,), encoding, limit))
+    except BodyTooLarge:
+        raise CdsError(413, (Issue(f"The request body is larger than {limit} bytes once decompressed.", code="too-costly"),)) from None
+    except ResponseUnreadable:
+        raise bad_request("The request body is not valid gzip or deflate data (Content-Encoding).", code="structure") from None
+
+
 def create_app(settings: Settings | None = None, *, hook_service: HookService | None = None, clock: Clock | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__, static_folder=None)  # no static files: nothing to serve but the API
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.url_map.strict_slashes = False  # /cds-services/order-sign/ is /cds-services/order-sign
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
     app.extensions["denosumab_cds"] = service
@@ -51,7 +72,8 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     CORS(
         app,
         origins=list(settings.cors_origins),
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        expose_headers=["X-Skipped-Resources", "Retry-After", "WWW-Authenticate"],
         methods=["GET", "POST", "OPTIONS"],
         max_age=600,
     )
@@ -68,7 +90,9 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         if verifier is None:
             g.caller = anonymous_caller(settings)
         else:
-            audience = f"{settings.public_base_url}{request.path}"
+            called = f"{settings.public_base_url}{request.path}"
+            # The EHR signs the URL it calls; with or without the trailing slash it is one endpoint.
+            audience = called if not called.endswith("/") else [called, called.rstrip("/")]
             g.caller = verifier.verify(request.headers.get("Authorization"), audience)
         return g.caller
 

@@ -17,7 +17,7 @@ from cds_service.knowledge.version import knowledge_version
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.fhir_client import FhirClient
 from cds_service.protocol.prefetch import resolve_data
-from cds_service.protocol.request import HookRequest, parse_hook_request
+from cds_service.protocol.request import HookRequest, parse_hook_request, refuse_too_many_draft_orders
 from cds_service.protocol.services import ServiceDefinition, load_services
 from cds_service.record.build import DRAFTS, RecordInputs, build_record
 from cds_service.record.fhir_parse import warm_models
@@ -63,7 +63,8 @@ class HookService:
         self.kb = self.kb or load_knowledge(threshold_overrides=self.settings.threshold_overrides or None)
         self.services = self.services or load_services()
         self.fhir_client = self.fhir_client or FhirClient(
-            max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers
+            max_pages=self.settings.fhir_max_pages, max_workers=self.settings.fhir_max_workers,
+            max_response_bytes=self.settings.fhir_max_response_bytes,
         )
         self.rules = discover_rules(self.kb)
         self.knowledge_version = knowledge_version(self.kb, self.settings)
@@ -80,6 +81,7 @@ class HookService:
         return {"services": [s.discovery_json() for s in self.services.values()]}
 
     def evaluate(self, service_id: str, body, caller: Caller) -> CallOutcome:
+        refuse_too_many_draft_orders(body, self.service(service_id), self.settings.max_draft_orders)
         request = parse_hook_request(body, self.service(service_id))
         as_of = self.clock()
         draft_skips = [SkippedResource(DRAFTS, p) for p in request.draft_order_problems]

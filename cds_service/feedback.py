@@ -28,6 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from cds_service.config import Settings
 from cds_service.errors import CdsError, Issue
 from cds_service.protocol.auth import Caller
+from cds_service.storable import unstorable
 from cds_service.store.ledger import open_store
 from cds_service.store.schema import feedback, insert_if_absent, issued_card, issued_suggestion, utc_now
 
@@ -123,6 +124,10 @@ def _text(container: dict, name: str, where: str, max_length: int, problems: _Pr
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         problems.add(f"{where}.{name}", f"must be a non-empty string of at most {max_length} characters")
+        return None
+    problem = unstorable(value)
+    if problem:
+        problems.add(f"{where}.{name}", problem, "value")
         return None
     return value
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from cds_service.config import DEFAULT_FHIR_MAX_RESPONSE_BYTES
 from cds_service.protocol.bundles import bundle_resources, next_link
+from cds_service.protocol.http_read import ReadBudget, bounded_session, read_json_response
 
 logger = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
@@ -60,39 +61,35 @@ class FetchResult:
     truncated: bool = False  # paging stopped at the page limit
 
 
-class FhirClient:
-    def __init__(self, *, max_pages: int = 10, max_workers: int = 8):
-        self.max_pages = max_pages
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_workers, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self.session.trust_env = False  # no proxies or .netrc credentials picked up from the host
-        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fhir-fetch")
+CALL_BUDGET_RESPONSES = 1.5  # all the responses of one call together: this many times the per-response cap
 
-    def _get(self, url: str, token: str | None, base: str, deadline: float) -> dict:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("deadline passed")
+
+class FhirClient:
+    def __init__(self, *, max_pages: int = 10, max_workers: int = 8, max_response_bytes: int = DEFAULT_FHIR_MAX_RESPONSE_BYTES):
+        self.max_pages = max_pages
+        self.max_workers = max_workers
+        self.max_response_bytes = max_response_bytes
+        # Pooled connections are shared; threads are not: each call gets its own executor, so a
+        # call stuck on a slow server cannot take fetch capacity from another (http_read bounds
+        # every read by the call's deadline, so no thread outlives it by more than a moment).
+        self.session = bounded_session(pool_maxsize=max_workers)
+
+    def _get(self, url: str, token: str | None, base: str, deadline: float, budget: ReadBudget | None = None) -> dict:
         headers = {"Accept": FHIR_JSON}
         if token and is_allowed_base(url, (base,)):
             headers["Authorization"] = f"Bearer {token}"  # only to the server the token was issued for
-        response = self.session.get(url, headers=headers, timeout=(min(remaining, 2.0), remaining), allow_redirects=False)
-        if response.status_code != 200:
-            raise IOError(f"HTTP {response.status_code}")
-        try:
-            return response.json()
-        except ValueError:
-            raise IOError("response is not JSON") from None
+        return read_json_response(
+            self.session, url, headers=headers, deadline=deadline, max_bytes=self.max_response_bytes, budget=budget
+        )
 
-    def _fetch(self, url: str, token: str | None, base: str, deadline: float) -> FetchResult:
+    def _fetch(self, url: str, token: str | None, base: str, deadline: float, budget: ReadBudget | None = None) -> FetchResult:
         result = FetchResult()
         try:
             if not is_allowed_base(url, (base,)):
                 raise IOError("link leaves the FHIR server")  # e.g. a prefetch Bundle's next link elsewhere
             while url:
                 result.requests_made += 1
-                body = self._get(url, token, base, deadline)
+                body = self._get(url, token, base, deadline, budget)
                 if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
                     raise IOError("server answered with an OperationOutcome")
                 resources, _problems = bundle_resources(body)
@@ -115,9 +112,12 @@ class FhirClient:
         """Run every query in parallel; whatever has not answered when the deadline passes is
         reported as unavailable (its thread finishes in the background, bounded by the timeout)."""
         deadline = time.monotonic() + timeout_seconds
+        budget = ReadBudget(int(CALL_BUDGET_RESPONSES * self.max_response_bytes))
+        executor = ThreadPoolExecutor(max_workers=max(1, min(len(urls), self.max_workers)), thread_name_prefix="fhir-fetch")
         futures: dict[Future, str] = {
-            self.executor.submit(self._fetch, url, token, base, deadline): key for key, url in urls.items()
+            executor.submit(self._fetch, url, token, base, deadline, budget): key for key, url in urls.items()
         }
+        executor.shutdown(wait=False)  # its threads end with their reads, by the deadline
         results: dict[str, FetchResult] = {}
         pending = set(futures)
         while pending:

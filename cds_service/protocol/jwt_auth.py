@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import ClientConfig, ConfigError, Settings
 from cds_service.errors import CdsError, Issue, unauthorized
+from cds_service.storable import unstorable
 from cds_service.protocol.auth import Caller
-from cds_service.protocol.replay import MAX_ISS_LENGTH, MAX_JTI_LENGTH, ReplayGuard
+from cds_service.protocol.http_read import ResponseUnreadable, bounded_session, read_json_response
+from cds_service.protocol.replay import MAX_ISS_LENGTH, MAX_JTI_LENGTH, RecentTokens, ReplayGuard
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +57,13 @@ CLOCK_SKEW_SECONDS = 60
 MAX_TOKEN_CHARS = 16 * 1024
 JWKS_MAX_AGE_SECONDS = 3600.0  # a fetched key set is reused this long, then fetched again
 JWKS_REFETCH_COOLDOWN_SECONDS = 30.0  # unknown kids cannot make us fetch more often than this
-JWKS_TIMEOUT_SECONDS = (2.0, 3.0)  # connect, read
+JWKS_FETCH_SECONDS = 3.0  # the whole fetch of a key set (connect, headers, body)
+JWKS_WAIT_SECONDS = 1.0  # a request waits at most this long for a refetch; the fetch goes on without it
 JWKS_MAX_BYTES = 256 * 1024
 REPLAY_STORE_RETRY_AFTER_SECONDS = 5
+TIME_CLAIMS = ("exp", "iat", "nbf")
+EARLIEST_TIME_CLAIM = 946_684_800  # 2000-01-01T00:00:00Z
+LATEST_TIME_CLAIM = 4_102_444_800  # 2100-01-01T00:00:00Z
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 
@@ -111,6 +118,7 @@ class ClientKeys:
     keys: dict[str, dict] = field(default_factory=dict)
     loaded_at: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refreshing: threading.Event | None = None  # set when the fetch under way ends
 
     def __post_init__(self):
         if self.client.jwks_file is not None:
@@ -120,13 +128,40 @@ class ClientKeys:
                 raise ConfigError(f"clients {self.client.iss!r}: cannot read jwks_file {self.client.jwks_file}: {exc}") from exc
 
     def key_for(self, kid: str) -> dict | None:
+        if self.client.jwks_file is not None:
+            return self._key_from_file(kid)
         with self.lock:
             now = self.monotonic()
-            if self.loaded_at is None or (self.client.jwks_url and now - self.loaded_at >= JWKS_MAX_AGE_SECONDS):
+            first = self.loaded_at is None
+            due = (
+                first
+                or now - self.loaded_at >= JWKS_MAX_AGE_SECONDS
+                # the EHR may have rotated its keys since we last looked
+                or (kid not in self.keys and now - self.loaded_at >= self.refetch_cooldown)
+            )
+            if due and self.refreshing is None:
+                self.refreshing = threading.Event()
+                threading.Thread(target=self._refresh, args=(self.refreshing,), name="jwks-fetch", daemon=True).start()
+            refreshing = self.refreshing
+        if refreshing is not None and (due or kid not in self.keys):
+            # The fetch runs off the request path: a request waits for it a bounded time only,
+            # then goes on with the keys it has (a dripping JWKS endpoint holds no worker).
+            refreshing.wait(JWKS_FETCH_SECONDS + 0.5 if first else JWKS_WAIT_SECONDS)
+        return self.keys.get(kid)
+
+    def _key_from_file(self, kid: str) -> dict | None:
+        with self.lock:
+            if kid not in self.keys and self.monotonic() - self.loaded_at >= self.refetch_cooldown:
                 self._reload()
-            elif kid not in self.keys and now - self.loaded_at >= self.refetch_cooldown:
-                self._reload()  # the EHR may have rotated its keys since we last looked
             return self.keys.get(kid)
+
+    def _refresh(self, done: threading.Event) -> None:
+        try:
+            self._reload()
+        finally:
+            with self.lock:
+                self.refreshing = None
+            done.set()
 
     def _reload(self) -> None:
         try:
@@ -135,7 +170,7 @@ class ClientKeys:
             # Keep the keys we have (an EHR's JWKS endpoint may blip), and try again later.
             logger.warning(
                 "key set unavailable",
-                extra={"fields": {"iss": self.client.iss, "problem": type(exc).__name__}},
+                extra={"fields": {"iss": self.client.iss, "problem": str(exc)[:120] if isinstance(exc, ResponseUnreadable) else type(exc).__name__}},
             )
             self.loaded_at = self.monotonic()
 
@@ -148,16 +183,12 @@ class ClientKeys:
         self.loaded_at = self.monotonic()
 
     def _fetch(self, url: str) -> dict:
-        with self.session.get(
-            url, timeout=JWKS_TIMEOUT_SECONDS, allow_redirects=False, stream=True,
+        return read_json_response(
+            self.session, url,
             headers={"Accept": "application/json, application/jwk-set+json"},
-        ) as response:
-            if response.status_code != 200:
-                raise OSError(f"HTTP {response.status_code}")
-            body = response.raw.read(JWKS_MAX_BYTES + 1, decode_content=True)
-        if len(body) > JWKS_MAX_BYTES:
-            raise ValueError("JWKS larger than allowed")
-        return json.loads(body)
+            deadline=time.monotonic() + JWKS_FETCH_SECONDS,
+            max_bytes=JWKS_MAX_BYTES,
+        )
 
 
 class JwtVerifier:
@@ -174,8 +205,10 @@ class JwtVerifier:
     ):
         if not settings.clients:
             raise ConfigError("JWT verification needs at least one [[clients]] entry")
-        self.session = session or requests.Session()
+        self.session = session or bounded_session(pool_maxsize=2)
         self.session.trust_env = False  # no proxy or .netrc credentials picked up from the host
+        self.max_token_lifetime = settings.max_token_lifetime_seconds
+        self.recent_tokens = RecentTokens()  # this worker's own memory, for when the store is down
         for client in settings.clients:
             if client.jwks_url and urlsplit(client.jwks_url).scheme != "https" and not _is_loopback(client.jwks_url):
                 raise ConfigError(f"clients {client.iss!r}: jwks_url must be https (plain http only on loopback, for tests)")
@@ -208,6 +241,7 @@ class JwtVerifier:
         iss = unverified.get("iss")
         iss = iss[:MAX_ISS_LENGTH] if isinstance(iss, str) else None
         client, client_keys = self._client_for(iss, unverified.get("tenant"))
+        _check_time_claims(unverified, iss)
         jwk = self._signing_key(header, alg, client, client_keys)
         try:
             claims = jwt.decode(
@@ -231,8 +265,10 @@ class JwtVerifier:
             raise TokenRejected("signature does not verify", iss) from None
         except (jwt.PyJWTError, ValueError) as exc:  # malformed claims, or a key the library refuses
             raise TokenRejected(f"invalid token ({type(exc).__name__})", iss) from None
+        if claims["exp"] - claims["iat"] > self.max_token_lifetime:
+            raise TokenRejected(f"token lifetime (exp - iat) is over {self.max_token_lifetime} s", iss)
         jti = claims["jti"]
-        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or unstorable(jti):
             raise TokenRejected("jti is not a string of 1 to 256 characters", iss)
         self._check_first_use(client.iss, jti, claims["exp"])
         return Caller(iss=client.iss, fhir_servers=client.fhir_servers, tenant=client.tenant)
@@ -275,15 +311,40 @@ class JwtVerifier:
         return jwk
 
     def _check_first_use(self, iss: str, jti: str, expires_at) -> None:
+        expires_at = int(expires_at) + CLOCK_SKEW_SECONDS
         try:
-            first = self.replay_guard.first_use(iss, jti, int(expires_at) + CLOCK_SKEW_SECONDS)
+            first = self.replay_guard.first_use(iss, jti, expires_at)
         except SQLAlchemyError as exc:
-            # Without the store a replay cannot be told apart: refuse, as unavailable, not as a bad token.
-            logger.error("replay store unavailable", extra={"fields": {"problem": type(exc).__name__}})
-            raise CdsError(
-                503,
-                (Issue("The service cannot check credentials right now; try again.", code="transient"),),
-                headers={"Retry-After": str(REPLAY_STORE_RETRY_AFTER_SECONDS)},
-            ) from None
+            # Without the shared store, this worker's own memory of recent tokens still refuses a
+            # replay to it: the safety cards keep flowing (a store outage must not silence them).
+            logger.warning(
+                "replay store unavailable: replay protection degraded to this worker's own memory of recent tokens",
+                extra={"fields": {"problem": type(exc).__name__}},
+            )
+            first = self.recent_tokens.first_use(iss, jti, expires_at, int(time.time()))
+            if first is None:
+                raise CdsError(
+                    503,
+                    (Issue("The service cannot check credentials right now; try again.", code="transient"),),
+                    headers={"Retry-After": str(REPLAY_STORE_RETRY_AFTER_SECONDS)},
+                ) from None
+        else:
+            self.recent_tokens.first_use(iss, jti, expires_at, int(time.time()))
         if not first:
             raise TokenRejected("jti already used (replay)", iss)
+
+
+def _check_time_claims(claims: dict, iss: str | None) -> None:
+    """exp, iat and nbf, when present, are JSON numbers of seconds within a sane range (PyJWT
+    takes a numeric string, and an exp of 2^63 overflowed the store's integer column)."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue  # a required one missing is reported by PyJWT
+        value = claims[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or not EARLIEST_TIME_CLAIM <= value <= LATEST_TIME_CLAIM
+        ):
+            raise TokenRejected(f"claim {name!r} is not a number of seconds between 2000 and 2100", iss)

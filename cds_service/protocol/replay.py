@@ -99,3 +99,28 @@ class ReplayGuard:
             purged = connection.execute(delete(seen_tokens).where(seen_tokens.c.expires_at < now)).rowcount
         if purged:
             logger.debug("purged %d expired JWT ids", purged)
+
+
+class RecentTokens:
+    """One worker's own memory of the tokens it accepted, until each expires: what still refuses
+    a replay (to this worker) while the shared store is down. Bounded: a token lives at most
+    `max_token_lifetime_seconds` plus the clock skew."""
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self):
+        self._expiry: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def first_use(self, iss: str, jti: str, expires_at: int, now: int) -> bool | None:
+        """True the first time, False for a replay, None when the memory is full."""
+        with self._lock:
+            known = self._expiry.get((iss, jti))
+            if known is not None and known >= now:
+                return False
+            if len(self._expiry) >= self.MAX_REMEMBERED:
+                self._expiry = {key: until for key, until in self._expiry.items() if until >= now}
+                if len(self._expiry) >= self.MAX_REMEMBERED:
+                    return None
+            self._expiry[(iss, jti)] = expires_at
+            return True

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from cds_service.errors import bad_request
 from cds_service.protocol.bundles import bundle_resources
 from cds_service.protocol.services import CONTEXT_FIELDS, ServiceDefinition
+from cds_service.storable import unstorable
 
 MAX_ID_LENGTH = 256
 
@@ -44,9 +45,25 @@ def _string(container: dict, name: str, where: str, *, required: bool) -> str | 
         return None
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"{where}{name} must be a non-empty string", expression=f"{where}{name}")
+    problem = unstorable(value)
+    if problem:  # stored (hookInstance) or hashed (patientId, fhirServer) on the way
+        raise bad_request(f"{where}{name} {problem}", expression=f"{where}{name}", code="value")
     if len(value) > MAX_ID_LENGTH and name != "fhirServer":
         raise bad_request(f"{where}{name} is longer than {MAX_ID_LENGTH} characters", expression=f"{where}{name}")
     return value
+
+
+def refuse_too_many_draft_orders(body, service: ServiceDefinition, limit: int) -> None:
+    """400 too-costly for more draft orders than `limit`, before any work is done on them."""
+    context = body.get("context") if isinstance(body, dict) else None
+    orders = context.get("medications" if service.hook == "medication-prescribe" else "draftOrders") if isinstance(context, dict) else None
+    entries = orders.get("entry") if isinstance(orders, dict) else orders
+    if isinstance(entries, list) and len(entries) > limit:
+        raise bad_request(
+            f"{len(entries)} draft orders in one request; at most {limit} are checked per call",
+            expression="context.draftOrders" if service.hook != "medication-prescribe" else "context.medications",
+            code="too-costly",
+        )
 
 
 def parse_hook_request(body, service: ServiceDefinition) -> HookRequest:

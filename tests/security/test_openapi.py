@@ -145,6 +145,8 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     check(hook, "POST", jwt_client.post(ORDER_SIGN, json=no_prefetch, headers=signed(ORDER_SIGN)))
     big = b'{"pad": "' + b"x" * (6 * 1024 * 1024) + b'"}'
     check(hook, "POST", jwt_client.post(ORDER_SIGN, data=big, content_type="application/json", headers=signed(ORDER_SIGN)))
+    brotli = {**signed(ORDER_SIGN), "Content-Encoding": "br"}
+    check(hook, "POST", jwt_client.post(ORDER_SIGN, data=b"\x0b\x02\x80{}\x03", content_type="application/json", headers=brotli))
 
     card = with_card.get_json()["cards"][0]
     feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-25T15:02:00Z",
@@ -156,14 +158,22 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     check(fb, "POST", jwt_client.post(FEEDBACK, json=feedback))
     check(fb, "POST", jwt_client.post("/cds-services/nope/feedback", json=feedback, headers=signed("/cds-services/nope/feedback")))
     check(fb, "POST", jwt_client.post(FEEDBACK, data=big, content_type="application/json", headers=signed(FEEDBACK)))
+    compressed = {**signed(FEEDBACK), "Content-Encoding": "zstd"}
+    check(fb, "POST", jwt_client.post(FEEDBACK, data=b"(\xb5/\xfd", content_type="application/json", headers=compressed))
 
-    # The replay store down: 503, not a 401 that would send the EHR looking at its keys.
-    guard = jwt_app.extensions["denosumab_cds_jwt"].replay_guard
+    # The store down: feedback is 503 (the EHR resends later). A hook call still gets its cards,
+    # the replay check falling back to the worker's memory; only when that is full is it a 503,
+    # not a 401 that would send the EHR looking at its keys.
+    verifier = jwt_app.extensions["denosumab_cds_jwt"]
 
     def store_down(*_args):
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
-    guard.first_use = store_down
+    verifier.replay_guard.first_use = store_down
+    jwt_app.extensions["denosumab_cds_feedback"]._store = store_down
+    check(hook, "POST", jwt_client.post(ORDER_SIGN, json=baseline_request(), headers=signed(ORDER_SIGN)))
+    check(fb, "POST", jwt_client.post(FEEDBACK, json=feedback, headers=signed(FEEDBACK)))
+    verifier.recent_tokens.first_use = lambda *_args: None  # this worker's memory of tokens is full
     check("/cds-services", "GET", jwt_client.get("/cds-services", headers=signed("/cds-services")))
     check(hook, "POST", jwt_client.post(ORDER_SIGN, json=baseline_request(), headers=signed(ORDER_SIGN)))
     check(fb, "POST", jwt_client.post(FEEDBACK, json=feedback, headers=signed(FEEDBACK)))
