@@ -45,9 +45,11 @@ def _short_name(action: Action) -> str:
 
 
 def _relabelled(suggestion: Suggestion, kept: tuple[Action, ...]) -> Suggestion:
-    label = "Order " + ", ".join(_short_name(a) for a in kept if a.type == "create")
+    """The label names what is left: 'Order Parathyrin.intact, Calcitriol (rest on a card above)'."""
+    names = ", ".join(_short_name(a) for a in kept if a.type == "create")
+    label = f"Order {names} (rest on a card above)"
     if len(label) > _LABEL_MAX:
-        label = label[: _LABEL_MAX - 1].rstrip(", ") + "…"
+        label = f"Order {names}"[: _LABEL_MAX - 1].rstrip(", ") + "…"
     return replace(suggestion, actions=kept, label=label)
 
 
