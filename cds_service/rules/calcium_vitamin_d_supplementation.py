@@ -31,7 +31,7 @@ from cds_service.rules.concepts import calcium, kidney, order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "calcium-vitamin-d-supplementation"
-NEEDS = frozenset({"medications", "labs", "conditions", "procedures"})
+NEEDS = frozenset({"medications", "labs", "conditions"})  # procedures (dialysis) only widen what counts
 CALCIUM, VITAMIN_D, ACTIVE_VITAMIN_D = "calcium-supplement", "vitamin-d-supplement", "active-vitamin-d"
 
 
@@ -40,7 +40,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     vitamin_d = vitamin_d_on_record(ctx)
     if calcium_found and vitamin_d:
         return None
-    if is_for_hypercalcemia_of_malignancy(ctx) or calcium.hypercalcemia_state(ctx):
+    if calcium.is_for_hypercalcemia_of_malignancy(ctx) or calcium.hypercalcemia_state(ctx):
         return None
     return supplementation_finding(ctx, calcium_found, vitamin_d)
 
@@ -61,17 +61,6 @@ def vitamin_d_on_record(ctx: RuleContext) -> tuple[MedicationEntry, ...]:
     if nutritional or not found:
         return nutritional
     return found if kidney.is_on_dialysis(ctx) else ()
-
-
-def is_for_hypercalcemia_of_malignancy(ctx: RuleContext) -> bool:
-    """A 120 mg order (the regimen indicated for it) with hypercalcemia of malignancy as its
-    reason or on the problem list; ICD-10-CM has no code of its own (E83.52 with a neoplasm), so a
-    60 mg order with a hypercalcemia code is not read as this indication."""
-    return any(
-        common.regimen_of(ctx, order) == "120mg"
-        and common.indication_evidence(ctx, order, ("hypercalcemia-of-malignancy",))
-        for order in ctx.orders
-    )
 
 
 # --- the card ------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ Then: warning showing the level as reported (and converted when compared in anot
   first dose until repleted if fracture risk allows; calcium must be normal before any dose"; on
   60 mg therapy and for 120 mg at any time "do not delay the dose: start repletion now, check
   calcium before and after the dose". In the hypercalcemia state: info "do not replete while
-  calcium is high; recheck once it is normal", no order.
+  calcium is high; recheck once it is normal", no order; likewise info without an order for a
+  120 mg order for hypercalcemia of malignancy (calcium and vitamin D only to treat hypocalcemia).
 Source: card catalog v2, topic vitamin-d-deficiency; Endocrine Society 2011 clinical practice
   guideline on vitamin D deficiency (Holick et al., DOI 10.1210/jc.2011-0385: 50,000 IU weekly for
   8 weeks); Prolia label W&P Hypocalcemia (correct hypocalcemia and vitamin D before dosing); seed
@@ -157,6 +158,15 @@ def deficiency_finding(ctx: RuleContext, found: str, what: str, *, rests_on_norm
             summary="Low 25-OH vitamin D: do not replete while calcium is high; recheck once it is normal",
             detail=f"{found}\n\n**Calcium is high:** {hypercalcemia.describe()}. Do not replete vitamin D while calcium "
                    "is high; recheck 25-OH vitamin D once calcium is normal.",
+            rests_on_absence=absence,
+        )
+    if calcium.is_for_hypercalcemia_of_malignancy(ctx):
+        return Finding(
+            topic=TOPIC,
+            indicator="info",
+            summary="Low 25-OH vitamin D in hypercalcemia of malignancy: replete only to treat hypocalcemia",
+            detail=f"{found}\n\nThis denosumab order treats hypercalcemia of malignancy: calcium and vitamin D are given "
+                   "only to treat hypocalcemia. Recheck calcium after the dose; replete vitamin D if calcium falls low.",
             rests_on_absence=absence,
         )
     summary = (

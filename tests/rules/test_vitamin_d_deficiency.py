@@ -149,3 +149,12 @@ def test_undated_diagnosis_is_cleared_by_a_normal_level_within_12_months():
     assert fires(undated)
     assert not fires(undated, level(25, days=300))
     assert fires(undated, level(25, days=400))
+
+
+def test_hypercalcemia_of_malignancy_gets_info_without_repletion():
+    xgeva = prolia_draft({"system": RXNORM, "code": "1046402"})
+    xgeva["reasonCode"] = [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "E83.52"}],
+                            "text": "Hypercalcemia of malignancy"}]
+    finding = evaluate(rule, [level(12), calcium(9.6, days=2)], drafts=[xgeva])
+    assert finding.indicator == "info" and finding.suggestions == ()
+    assert "only to treat hypocalcemia" in finding.detail

@@ -236,3 +236,15 @@ def hypercalcemia_state(ctx: RuleContext) -> HypercalcemiaState:
         c for c in common.active_conditions(ctx, "hypercalcemia") if not normal_calcium_since(ctx, _diagnosed_on(c))
     )
     return HypercalcemiaState(high, diagnoses)
+
+
+def is_for_hypercalcemia_of_malignancy(ctx: RuleContext) -> bool:
+    """A 120 mg order (the regimen indicated for it) with hypercalcemia of malignancy as its
+    reason or on the problem list: calcium and vitamin D are then given only to treat
+    hypocalcemia (catalog, Hypercalcemia state). ICD-10-CM has no code of its own (E83.52 with a
+    neoplasm), so a 60 mg order with a hypercalcemia code is not read as this indication."""
+    return any(
+        common.regimen_of(ctx, order) == "120mg"
+        and common.indication_evidence(ctx, order, ("hypercalcemia-of-malignancy",))
+        for order in ctx.orders
+    )
