@@ -6,8 +6,11 @@ When: a denosumab order, and any risk factor — advanced CKD (kidney function u
   clearance or eGFR below 30; dialysis: a dialysis procedure in 90 days or an active
   dialysis-dependence diagnosis with no kidney transplant after it; a CKD stage 4/5/ESRD code
   that no later eGFR ≥ 30 of the last 12 months contradicts), active CKD-MBD or renal
-  osteodystrophy, an active calcimimetic (cinacalcet, etelcalcetide), active hypoparathyroidism,
-  active malabsorption.
+  osteodystrophy, an active calcimimetic (cinacalcet, etelcalcetide), active hypoparathyroidism
+  (postprocedural E89.2 included: thyroid or parathyroid surgery), active malabsorption (short
+  bowel syndrome and postsurgical malabsorption included: small-intestine resection). Procedure
+  codes of those surgeries are not in the verified terminology extracts, so the surgery itself is
+  read only through these diagnoses.
 Then: critical when advanced CKD comes together with CKD-MBD or a calcimimetic, else warning;
   the detail lists each factor with its data.
   - 60 mg with advanced CKD: at initiation the boxed-warning steps ("before starting": evaluate
