@@ -20,7 +20,7 @@ def _cards(body: dict) -> list[tuple[str, str]]:
     return sorted((c["source"]["topic"]["code"], c["indicator"]) for c in body["cards"])
 
 
-README_FIXTURE = SCENARIOS / "hypocalcemia" / "fires-total-calcium-7.9-mg-dl-albumin-4.0.json"
+README_FIXTURE = SCENARIOS / "hypocalcemia" / "fires-critical-corrected-calcium-7.84-raw-7.2-albumin-3.2.json"
 
 
 def _moved_cards_are_the_expected(path, later: timedelta, make_app):

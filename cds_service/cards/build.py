@@ -7,6 +7,7 @@ import logging
 import uuid
 
 from cds_service.cards.model import INDICATOR_ORDER, Finding
+from cds_service.cards.order_set import one_order_set
 from cds_service.cards.validate import SUMMARY_MAX, response_problems
 from cds_service.knowledge import Knowledge
 
@@ -74,13 +75,14 @@ def card_from_finding(finding: Finding, kb: Knowledge, knowledge_version: str | 
 
 
 def build_response(findings: list[Finding], kb: Knowledge, knowledge_version: str | None = None) -> dict:
-    """Cards ordered critical, warning, info; one per topic (the most severe wins)."""
+    """Cards ordered critical, warning, info; one per topic (the most severe wins); each order
+    suggested on one card only (`order_set.one_order_set`)."""
     best: dict[str, Finding] = {}
     for finding in findings:
         current = best.get(finding.topic)
         if current is None or INDICATOR_ORDER[finding.indicator] < INDICATOR_ORDER[current.indicator]:
             best[finding.topic] = finding
-    ordered = sorted(best.values(), key=lambda f: (INDICATOR_ORDER[f.indicator], f.topic))
+    ordered = sorted(one_order_set(list(best.values()), list(kb.topics)), key=lambda f: (INDICATOR_ORDER[f.indicator], f.topic))
     cards = []
     for finding in ordered:
         card = card_from_finding(finding, kb, knowledge_version)

@@ -26,9 +26,10 @@ def _codeable(codings: tuple[Coding, ...], text: str) -> dict:
 
 def service_request(
     *, codings: tuple[Coding, ...], text: str, reason: str, patient_id: str | None, encounter_id: str | None,
-    category: Coding | None = None, note: str | None = None,
+    category: Coding | None = None, note: str | None = None, occurrence: dict | None = None,
 ) -> dict:
-    """A draft ServiceRequest (referral or lab order); `note` says when or how (e.g. timing)."""
+    """A draft ServiceRequest (referral or lab order); `note` says when or how; `occurrence` is
+    one FHIR occurrence[x] element ({"occurrenceTiming": ...} or {"occurrencePeriod": ...})."""
     resource = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -41,6 +42,8 @@ def service_request(
         resource["category"] = [_codeable((category,), category.display or category.code or "")]
     if note:
         resource["note"] = [{"text": note}]
+    if occurrence:
+        resource.update(occurrence)
     return resource
 
 
@@ -62,4 +65,21 @@ def medication_request(
     }
     if reason:
         resource["reasonCode"] = [{"text": reason}]
+    return resource
+
+
+def medication_statement(
+    *, codings: tuple[Coding, ...], text: str, patient_id: str | None, note: str | None = None,
+) -> dict:
+    """A MedicationStatement the patient reports (e.g. a supplement bought over the counter):
+    status active, `informationSource` the patient."""
+    resource = {
+        "resourceType": "MedicationStatement",
+        "status": "active",
+        "medicationCodeableConcept": _codeable(codings, text),
+        **({"subject": {"reference": f"Patient/{patient_id}"},
+            "informationSource": {"reference": f"Patient/{patient_id}"}} if patient_id else {}),
+    }
+    if note:
+        resource["note"] = [{"text": note}]
     return resource

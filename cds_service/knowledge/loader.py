@@ -512,10 +512,14 @@ _TIMING_PERIOD_UNITS = frozenset({"s", "min", "h", "d", "wk", "mo", "a"})
 
 
 def _timing_repeat(table, where: str) -> Mapping[str, object]:
-    """`timing = { frequency = 2, period = 1, periodUnit = "d" }`: a FHIR Timing.repeat."""
+    """`timing = { frequency = 2, period = 1, periodUnit = "d" }`: a FHIR Timing.repeat; an
+    optional `count` is the number of doses (a course, e.g. weekly for 8 weeks)."""
     if not isinstance(table, dict):
         raise KnowledgeError(f"{where}: timing must be an inline table such as {{ frequency = 1, period = 1, periodUnit = \"d\" }}")
-    _check_keys(table, {"frequency", "period", "periodUnit"}, where)
+    _check_keys(table, {"frequency", "period", "periodUnit", "count"}, where)
+    count = table.get("count")
+    if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
+        raise KnowledgeError(f"{where}: timing.count must be a positive whole number")
     frequency, period, unit = table.get("frequency"), table.get("period"), table.get("periodUnit")
     if not (isinstance(frequency, int) and not isinstance(frequency, bool) and frequency > 0):
         raise KnowledgeError(f"{where}: timing.frequency must be a positive whole number")
@@ -523,7 +527,10 @@ def _timing_repeat(table, where: str) -> Mapping[str, object]:
         raise KnowledgeError(f"{where}: timing.period must be a positive number")
     if unit not in _TIMING_PERIOD_UNITS:
         raise KnowledgeError(f"{where}: timing.periodUnit must be one of {', '.join(sorted(_TIMING_PERIOD_UNITS))}")
-    return MappingProxyType({"frequency": frequency, "period": period, "periodUnit": unit})
+    repeat = {"frequency": frequency, "period": period, "periodUnit": unit}
+    if count is not None:
+        repeat["count"] = count
+    return MappingProxyType(repeat)
 
 
 def _load_medication_names(seeds: Path, value_sets: Mapping[str, ValueSet]) -> tuple[MedicationName, ...]:

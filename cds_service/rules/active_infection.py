@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from cds_service.cards import Finding
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "active-infection"
@@ -32,7 +33,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         "Denosumab may increase the risk of serious infections. **Ensure complete clinical resolution "
         "before the dose**; if the infection has already resolved, mark the diagnosis resolved."
     )
-    cancel = common.cancel_draft_orders_suggestion(ctx, "Defer denosumab until the infection has resolved")
+    cancel = order_suggestions.cancel_draft_orders_suggestion(ctx, "Defer denosumab until the infection has resolved")
     return Finding(
         topic=TOPIC,
         indicator="warning",

@@ -3,48 +3,46 @@ calcium and vitamin D.
 
 When: a denosumab order, and no active calcium supplement or no active vitamin D supplement: an
   active order (MedicationRequest active/on-hold) or medication statement (active/intended) from
-  the calcium-supplement / vitamin-d-supplement value sets — a combination product is in both, so
-  it counts for both — or a supplement among the draft orders of this call (being ordered now).
-  Calcium is never suggested when the latest calcium within calcium_lookback_days is above its
-  upper limit (the result's reference range high, else the fixed limit; `common.latest_calcium_readings`)
-  or an active hypercalcemia diagnosis is on record. For such a patient the absence of calcium is
-  right, so when vitamin D is active too there is no card at all (decision: a warning with
-  nothing to do is alert fatigue).
+  the calcium-supplement / vitamin-d-supplement value sets — a combination calcium + vitamin D
+  product is in both, so it counts for both; active vitamin D (calcitriol, the active-vitamin-d
+  value set) counts as vitamin D only in dialysis — or a supplement among the draft orders of this
+  call. Rests on absences (an active calcium supplement; an active vitamin D supplement).
+  **Not issued at all** in the hypercalcemia state (the calcium compared in 30 days above its
+  upper limit, or an active hypercalcemia diagnosis with no normal calcium since), nor for a
+  120 mg denosumab order for hypercalcemia of malignancy (its reason, or the diagnosis on the
+  problem list): calcium and vitamin D are then given only to treat hypocalcemia.
 Then: warning listing the supplements found (or none) and what is missing, with the targets
-  (calcium 1,000-1,500 mg and vitamin D3 400-800 IU daily); one suggestion per missing supplement
-  (calcium carbonate 600 mg elemental twice daily; cholecalciferol 400 IU daily), any of which the
-  clinician may accept (selectionBehavior "any"). When calcium is withheld, says why, with the
-  value or diagnosis.
-Source: Prolia label ("All patients should receive calcium 1000 mg daily and at least 400 IU vitamin
-  D daily"); seed "Mandatory Pre-Treatment Requirements — Calcium and Vitamin D Supplementation"
-  and "Critical Clinical Pitfalls to Avoid" #3.
+  (calcium 1,000-1,500 mg elemental and vitamin D3 400-800 IU daily); one order suggestion per
+  missing supplement (calcium carbonate 1,500 mg = 600 mg elemental calcium twice daily;
+  cholecalciferol 400 IU daily), and one that records supplements the patient already buys over
+  the counter (a MedicationStatement, informationSource the patient); selectionBehavior "any".
+Source: card catalog v2, topic calcium-vitamin-d-supplementation; Prolia label ("All patients
+  should receive calcium 1000 mg daily and at least 400 IU vitamin D daily"); Xgeva label
+  (calcium and vitamin D as necessary to treat or prevent hypocalcemia); seed "Mandatory
+  Pre-Treatment Requirements — Calcium and Vitamin D Supplementation".
 """
 
 from __future__ import annotations
 
-from cds_service.cards import Finding, Suggestion
+from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import calcium, kidney, order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "calcium-vitamin-d-supplementation"
-NEEDS = frozenset({"medications", "labs", "conditions"})
-CALCIUM, VITAMIN_D = "calcium-supplement", "vitamin-d-supplement"
+NEEDS = frozenset({"medications", "labs", "conditions"})  # procedures (dialysis) only widen what counts
+CALCIUM, VITAMIN_D, ACTIVE_VITAMIN_D = "calcium-supplement", "vitamin-d-supplement", "active-vitamin-d"
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
-    calcium = supplements_on_record(ctx, CALCIUM)
-    vitamin_d = supplements_on_record(ctx, VITAMIN_D)
-    # Asked only when calcium would be suggested: the latest calcium and its albumin are then read.
-    reasons_to_withhold_calcium = () if calcium else calcium_contraindications(ctx)
-    missing_calcium = not calcium and not reasons_to_withhold_calcium
-    missing_vitamin_d = not vitamin_d
-    if not missing_calcium and not missing_vitamin_d:
+    calcium_found = supplements_on_record(ctx, CALCIUM)
+    vitamin_d = vitamin_d_on_record(ctx)
+    if calcium_found and vitamin_d:
         return None
-    return supplementation_finding(
-        ctx, calcium, vitamin_d, reasons_to_withhold_calcium, missing_calcium=missing_calcium,
-        missing_vitamin_d=missing_vitamin_d,
-    )
+    if calcium.is_for_hypercalcemia_of_malignancy(ctx) or calcium.hypercalcemia_state(ctx):
+        return None
+    return supplementation_finding(ctx, calcium_found, vitamin_d)
 
 
 # --- criteria ------------------------------------------------------------------------------------
@@ -56,44 +54,50 @@ def supplements_on_record(ctx: RuleContext, concept: str) -> tuple[MedicationEnt
     return active + drafts
 
 
-def calcium_contraindications(ctx: RuleContext) -> tuple[str, ...]:
-    """Why calcium must not be suggested: a high latest calcium, active hypercalcemia."""
-    reasons = [
-        f"latest {reading.describe()} is above the upper limit ({common.fmt_number(reading.upper_limit)} {reading.lab.unit})"
-        for reading in common.latest_calcium_readings(ctx) if reading.is_high
-    ]
-    reasons += [f"active hypercalcemia: {common.fmt_condition(c)}" for c in common.active_conditions(ctx, "hypercalcemia")]
-    return tuple(reasons)
+def vitamin_d_on_record(ctx: RuleContext) -> tuple[MedicationEntry, ...]:
+    """Vitamin D supplements; active vitamin D (calcitriol) only counts in dialysis."""
+    found = supplements_on_record(ctx, VITAMIN_D)
+    nutritional = tuple(m for m in found if not m.is_a(ACTIVE_VITAMIN_D))
+    if nutritional or not found:
+        return nutritional
+    return found if kidney.is_on_dialysis(ctx) else ()
 
 
 # --- the card ------------------------------------------------------------------------------------
 
 def supplementation_finding(
-    ctx: RuleContext, calcium: tuple[MedicationEntry, ...], vitamin_d: tuple[MedicationEntry, ...],
-    reasons_to_withhold_calcium: tuple[str, ...], *, missing_calcium: bool, missing_vitamin_d: bool,
+    ctx: RuleContext, calcium_found: tuple[MedicationEntry, ...], vitamin_d: tuple[MedicationEntry, ...],
 ) -> Finding:
-    missing = " and ".join(
-        name for name, is_missing in (("calcium", missing_calcium), ("vitamin D", missing_vitamin_d)) if is_missing
-    )
-    summary = f"No active {missing} supplement: start before denosumab (hypocalcemia risk)"
+    missing = [name for name, found in (("calcium", calcium_found), ("vitamin D", vitamin_d)) if not found]
     suggestions = []
-    if missing_calcium:
-        suggestions.append(calcium_suggestion(ctx))
-    if missing_vitamin_d:
-        suggestions.append(vitamin_d_suggestion(ctx))
+    statements = []
+    if not calcium_found:
+        suggestions.append(supplement_suggestion(
+            ctx, "calcium-supplement-order", "Calcium supplementation during denosumab therapy (hypocalcemia prevention)"))
+        statements.append(order_suggestions.patient_reported_medication_action(
+            ctx, "calcium-supplement-order", note="Calcium supplement bought over the counter, reported by the patient"))
+    if not vitamin_d:
+        suggestions.append(supplement_suggestion(
+            ctx, "vitamin-d-supplement-order", "Vitamin D supplementation during denosumab therapy (hypocalcemia prevention)"))
+        statements.append(order_suggestions.patient_reported_medication_action(
+            ctx, "vitamin-d-supplement-order", note="Vitamin D supplement bought over the counter, reported by the patient"))
+    suggestions.append(Suggestion(label="Record supplements the patient buys over the counter", actions=tuple(statements)))
     return Finding(
         topic=TOPIC,
         indicator="warning",
-        summary=summary,
-        detail=_detail(ctx, calcium, vitamin_d, reasons_to_withhold_calcium),
+        summary=f"No active {' and '.join(missing)} supplement: start before denosumab (hypocalcemia risk)",
+        detail=_detail(ctx, calcium_found, vitamin_d),
         suggestions=tuple(suggestions),
         selection_behavior="any",
+        rests_on_absence=tuple(
+            Absence("medications", f"an active {name} supplement (order or medication statement)", None) for name in missing
+        ),
     )
 
 
 def _targets(ctx: RuleContext) -> str:
     return (
-        f"calcium {common.fmt_number(ctx.threshold('calcium_supplement_daily_mg_min'))}-"
+        f"elemental calcium {common.fmt_number(ctx.threshold('calcium_supplement_daily_mg_min'))}-"
         f"{common.fmt_number(ctx.threshold('calcium_supplement_daily_mg_max'))} mg and vitamin D3 "
         f"{common.fmt_number(ctx.threshold('vitamin_d_daily_iu_min'))}-"
         f"{common.fmt_number(ctx.threshold('vitamin_d_daily_iu_max'))} IU daily"
@@ -106,42 +110,21 @@ def _describe(entry: MedicationEntry) -> str:
     return f"{entry.name} ({entry.reference or entry.source}, {entry.status}, since {common.fmt_date(entry.date)})"
 
 
-def _detail(
-    ctx: RuleContext, calcium: tuple[MedicationEntry, ...], vitamin_d: tuple[MedicationEntry, ...],
-    reasons_to_withhold_calcium: tuple[str, ...],
-) -> str:
+def _detail(ctx: RuleContext, calcium_found: tuple[MedicationEntry, ...], vitamin_d: tuple[MedicationEntry, ...]) -> str:
     lines = [
-        "- Calcium: " + ("; ".join(_describe(m) for m in calcium) if calcium else "**no active calcium supplement**"),
+        "- Calcium: " + ("; ".join(_describe(m) for m in calcium_found) if calcium_found else "**no active calcium supplement**"),
         "- Vitamin D: " + ("; ".join(_describe(m) for m in vitamin_d) if vitamin_d else "**no active vitamin D supplement**"),
     ]
-    text = (
+    return (
         "Active supplements (orders and medication statements):\n" + "\n".join(lines) + "\n\n"
         f"Denosumab can cause severe, even fatal, hypocalcemia; every patient should take {_targets(ctx)} "
-        "throughout treatment (a combination product counts for both).\n\n"
+        "throughout treatment (a combination calcium + vitamin D product counts for both).\n\n"
+        "If the patient already takes supplements bought over the counter, record them instead of ordering."
     )
-    if reasons_to_withhold_calcium:
-        text += (
-            "**Calcium is not suggested**: " + "; ".join(reasons_to_withhold_calcium) + ". Vitamin D only; "
-            "recheck calcium and find the cause of the high calcium before adding calcium."
-        )
-    else:
-        text += "If the patient takes supplements bought over the counter, record them as medication statements."
-    return text
 
 
 def supplement_suggestion(ctx: RuleContext, order_set: str, reason: str) -> Suggestion:
     """Order the supplement of `order_set` with its instructions and timing (seeds/valuesets.toml)."""
-    action = common.medication_order_action(ctx, order_set, reason=reason)
-    return Suggestion(label=action.description, actions=(action,))
-
-
-def calcium_suggestion(ctx: RuleContext) -> Suggestion:
-    return supplement_suggestion(
-        ctx, "calcium-supplement-order", "Calcium supplementation during denosumab therapy (hypocalcemia prevention)"
-    )
-
-
-def vitamin_d_suggestion(ctx: RuleContext) -> Suggestion:
-    return supplement_suggestion(
-        ctx, "vitamin-d-supplement-order", "Vitamin D supplementation during denosumab therapy (hypocalcemia prevention)"
-    )
+    action = order_suggestions.medication_order_action(ctx, order_set, reason=reason)
+    label = "Order " + ctx.kb.value_set(order_set).codings[0].display
+    return Suggestion(label=label[:79], actions=(action,))

@@ -22,6 +22,7 @@ from cds_service.cards import Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.common import ONCOLOGIC_INDICATIONS, OSTEOPOROSIS_TYPE_INDICATIONS
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dose-indication-mismatch"
@@ -65,7 +66,7 @@ def evidence_lines(evidence) -> str:
 
 
 def cancel_suggestion(order: MedicationEntry, label: str) -> tuple[Suggestion, ...]:
-    suggestion = common.cancel_orders_suggestion((order,), label)
+    suggestion = order_suggestions.cancel_orders_suggestion((order,), label)
     return (suggestion,) if suggestion else ()
 
 

@@ -30,6 +30,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dosing-regimen"
@@ -146,7 +147,7 @@ def cancel_suggestions(orders) -> tuple[Suggestion, ...]:
     return tuple(
         suggestion
         for order in orders
-        if (suggestion := common.cancel_orders_suggestion(
+        if (suggestion := order_suggestions.cancel_orders_suggestion(
             (order,), f"Cancel {order.name} to re-enter it at the regimen's dose and interval"))
     )
 

@@ -21,6 +21,7 @@ from cds_service.cards import Finding
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.common import LOADING_DOSE_INDICATIONS
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "duplicate-denosumab"
@@ -96,7 +97,7 @@ def duplicate_finding(ctx: RuleContext, duplicates) -> Finding:
     suggestions = tuple(
         suggestion
         for order, _ in duplicates
-        if (suggestion := common.cancel_orders_suggestion((order,), f"Remove the new draft order for {order.name}"))
+        if (suggestion := order_suggestions.cancel_orders_suggestion((order,), f"Remove the new draft order for {order.name}"))
     )
     return Finding(
         topic=TOPIC,

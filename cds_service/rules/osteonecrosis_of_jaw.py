@@ -14,6 +14,7 @@ from __future__ import annotations
 from cds_service.cards import Finding
 from cds_service.record.model import ConditionEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "osteonecrosis-of-jaw"
@@ -39,7 +40,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         ctx, reason="Osteonecrosis of the jaw: dental / oral surgery assessment before denosumab"
     )
     if active:
-        cancel = common.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order while ONJ is active")
+        cancel = order_suggestions.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order while ONJ is active")
         return Finding(
             topic=TOPIC,
             indicator="critical",

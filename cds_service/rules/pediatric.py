@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from cds_service.cards import Finding
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "pediatric"
@@ -45,7 +46,7 @@ def pediatric_finding(ctx: RuleContext, age: int) -> Finding:
         )
         + "**Do not start without a pediatric bone specialist**; if given, monitor calcium during and after therapy."
     )
-    cancel = common.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
+    cancel = order_suggestions.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
     return Finding(
         topic=TOPIC,
         indicator="warning",

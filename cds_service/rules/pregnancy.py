@@ -22,6 +22,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import service_request
 from cds_service.record.model import LabResult
 from cds_service.rules import common
+from cds_service.rules.concepts import labs, order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "pregnancy"
@@ -45,7 +46,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 def recent_tests(ctx: RuleContext) -> tuple[LabResult, ...]:
     """Countable pregnancy tests (qualitative or quantitative) in the look-back window, newest first."""
     since = ctx.days_before("pregnancy_test_lookback_days")
-    tests = [lab for analyte in PREGNANCY_TESTS for lab in common.countable_results(ctx, analyte, since)]
+    tests = [lab for analyte in PREGNANCY_TESTS for lab in labs.countable_results(ctx, analyte, since)]
     return tuple(sorted(tests, key=lambda lab: lab.effective, reverse=True))
 
 
@@ -110,7 +111,7 @@ def pregnant_finding(ctx: RuleContext, diagnoses, positives) -> Finding:
         "**Do not give it.** If the pregnancy has ended, update the problem list and confirm with a "
         f"pregnancy test; advise {contraception_text(ctx)}."
     )
-    cancel = common.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
+    cancel = order_suggestions.cancel_draft_orders_suggestion(ctx, "Cancel the denosumab order")
     return Finding(
         topic=TOPIC,
         indicator="critical",
@@ -125,7 +126,7 @@ def status_unknown_finding(ctx: RuleContext) -> Finding:
     age = patient.age_in_years(ctx.as_of)
     days = common.fmt_number(ctx.threshold("pregnancy_test_lookback_days"))
     since = common.fmt_date(ctx.days_before("pregnancy_test_lookback_days"))
-    latest = common.latest_result(ctx, PREGNANCY_TESTS, numeric=False)
+    latest = labs.latest_result(ctx, PREGNANCY_TESTS, numeric=False)
     last_test = f"the latest on record: {describe_test(ctx, latest)}" if latest else "none on record"
     detail = (
         f"Female patient aged {age} (born {patient.birth_date.isoformat()}) starting denosumab; "

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from cds_service.cards import Finding, Suggestion
 from cds_service.record.model import LabResult, MedicationEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "transition-needed"
@@ -162,7 +163,7 @@ def _suggestions(ctx: RuleContext, last: MedicationEntry, zoledronic_acid_allowe
         return (zoledronic_acid,)
     renal_check = Suggestion(
         label="Order serum creatinine (eGFR) before zoledronic acid",
-        actions=common.lab_order_actions(ctx, "renal-function-order", reason="Renal function before zoledronic acid"),
+        actions=order_suggestions.lab_order_actions(ctx, "renal-function-order", reason="Renal function before zoledronic acid"),
         is_recommended=True,
     )
     return (renal_check, zoledronic_acid)
@@ -184,7 +185,7 @@ def zoledronic_acid_suggestion(ctx: RuleContext, last: MedicationEntry, reason: 
     return Suggestion(
         label=f"Order zoledronic acid {dose} mg IV once ({when})",
         actions=(
-            common.medication_order_action(
+            order_suggestions.medication_order_action(
                 ctx, "transition-zoledronic-acid-order", dosage_text=dosage, reason=reason, timing={"repeat": repeat}
             ),
         ),

@@ -30,6 +30,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import LabResult, MedicationEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "transition-timing"
@@ -151,8 +152,8 @@ def replace_with_oral_suggestion(
     ctx: RuleContext, zoledronic_acid_orders: tuple[MedicationEntry, ...], last: MedicationEntry
 ) -> Suggestion:
     reason = f"Transition after denosumab (last dose {common.fmt_date(last.date)}); zoledronic acid contraindicated (eGFR < {common.fmt_number(ctx.threshold('egfr_zoledronic_acid_min'))})"
-    cancel = common.cancel_order_actions(zoledronic_acid_orders)
-    product = common.order_codings(ctx, "transition-oral-bisphosphonate-order")[0]
+    cancel = order_suggestions.cancel_order_actions(zoledronic_acid_orders)
+    product = order_suggestions.order_codings(ctx, "transition-oral-bisphosphonate-order")[0]
     return Suggestion(
         label=f"Replace zoledronic acid with {product.display}, once weekly",
         actions=cancel + (common.oral_bisphosphonate_order_action(ctx, reason=reason),),
@@ -173,7 +174,7 @@ def reschedule_suggestions(
             Suggestion(
                 label=f"Re-order {order.name} to start on {due}",
                 actions=(
-                    *common.cancel_order_actions((order,)),
+                    *order_suggestions.cancel_order_actions((order,)),
                     Action(
                         type="create",
                         description=f"Order {order.name} starting {due}",

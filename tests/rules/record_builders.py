@@ -30,10 +30,10 @@ def date_ago(days: int) -> str:
 
 
 def observation(loinc: str, value, unit: str, when: str, *, status: str = "final", low=None, high=None,
-                comparator: str | None = None, ucum: bool = True) -> dict:
+                comparator: str | None = None, ucum: bool = True, ucum_code: str | None = None) -> dict:
     quantity = {"value": value, "unit": unit}
     if ucum:
-        quantity.update(system=UCUM, code=unit)
+        quantity.update(system=UCUM, code=ucum_code or unit)
     if comparator:
         quantity["comparator"] = comparator
     resource = {
@@ -64,7 +64,8 @@ def albumin(value, days: float = 10, unit: str = "g/dL", **kw) -> dict:
 
 
 def egfr(value, days: float = 10, loinc: str = "98979-8") -> dict:
-    return observation(loinc, value, "mL/min/{1.73_m2}", days_ago(days))
+    # As EHRs send it: the printed unit, and the UCUM code beside it.
+    return observation(loinc, value, "mL/min/1.73m2", days_ago(days), ucum_code="mL/min/{1.73_m2}")
 
 
 def condition(code: str, system: str = ICD10CM, *, clinical: str | None = "active", verification: str | None = "confirmed",

@@ -4,7 +4,7 @@ import pytest
 
 from cds_service.rules import calcium_monitoring
 from tests.rules.record_builders import (
-    CPT, ICD10CM, SNOMED, albumin, calcium, condition, created_codes, days_ago, egfr, evaluate, observation, procedure,
+    CPT, albumin, calcium, condition, created_codes, days_ago, egfr, evaluate, observation, procedure,
 )
 
 
@@ -56,19 +56,19 @@ def test_a_result_with_an_unreadable_unit_does_not_count():
     assert fires(calcium(9.1, days=3, unit="mg%", ucum=False))
 
 
+def test_the_card_rests_on_the_absence_of_a_calcium_in_30_days():
+    finding = evaluate(calcium_monitoring, [])
+    (absence,) = finding.rests_on_absence
+    assert absence.category == "labs" and "30 days" in absence.check
+    assert absence.since.date().isoformat() == "2026-10-26"
+
+
 @pytest.mark.parametrize("evidence", [
     lambda: egfr(24, days=40),
     lambda: condition("Z99.2"),
-    lambda: condition("105502003", SNOMED),
-    lambda: condition("N18.5"),
     lambda: procedure("90935", CPT, days=3),
 ])
-def test_advanced_ckd_states_the_label_schedule(evidence):
+def test_the_post_dose_schedule_of_advanced_ckd_is_left_to_hypocalcemia_risk(evidence):
+    # version 2: one order set per response; the series is the hypocalcemia-risk card's
     finding = evaluate(calcium_monitoring, [evidence()])
-    assert "weekly for the first month after the dose" in finding.detail and "then monthly" in finding.detail
-    assert finding.summary.startswith("Advanced CKD")
-
-
-def test_no_schedule_without_advanced_ckd():
-    finding = evaluate(calcium_monitoring, [egfr(45), condition("N18.4", clinical="resolved", abatement="2024-01-01")])
-    assert "weekly" not in finding.detail
+    assert "weekly" not in finding.detail and created_codes(finding) == {"17861-6", "1751-7"}

@@ -4,8 +4,8 @@ import pytest
 
 from cds_service.rules import hypocalcemia_risk
 from tests.rules.record_builders import (
-    CPT, ICD10CM, RXNORM, SNOMED, actions, created_codes, condition, egfr, evaluate, medication_order, observation,
-    procedure, days_ago,
+    CPT, ICD10CM, PATIENT_ID, RXNORM, SNOMED, actions, created_codes, condition, date_ago, days_ago, egfr,
+    evaluate, medication_order, observation, procedure, prolia_administration, prolia_draft,
 )
 
 CINACALCET = {"system": RXNORM, "code": "432402", "display": "cinacalcet 30 MG Oral Tablet"}
@@ -39,14 +39,110 @@ def test_only_the_latest_egfr_within_twelve_months_counts():
     assert indicator(egfr(48, days=200), egfr(25, days=20)) == "warning"
 
 
-def test_advanced_ckd_lists_the_boxed_warning_steps_with_latest_values():
+XGEVA = {"system": RXNORM, "code": "1046402", "display": "1.7 ML denosumab 70 MG/ML Injection [Xgeva]"}
+
+
+def xgeva_draft() -> dict:
+    draft = prolia_draft(XGEVA)
+    draft["dosageInstruction"] = [{"text": "120 mg subcutaneously every 4 weeks"}]
+    return draft
+
+
+def patient(gender: str = "female", birth_date: str = "1944-03-02") -> dict:
+    return {"resourceType": "Patient", "id": PATIENT_ID, "gender": gender, "birthDate": birth_date}
+
+
+def creatinine(value: float, days: float = 10) -> dict:
+    return observation("2160-0", value, "mg/dL", days_ago(days))
+
+
+def weight(kg: float, days: float = 10) -> dict:
+    resource = observation("29463-7", kg, "kg", days_ago(days))
+    resource["category"][0]["coding"][0]["code"] = "vital-signs"
+    return resource
+
+
+def timings(finding) -> list[dict]:
+    return [resource["occurrenceTiming"]["repeat"] for kind, resource in actions(finding)
+            if kind == "create" and "occurrenceTiming" in resource]
+
+
+def test_advanced_ckd_at_initiation_lists_the_boxed_warning_steps_with_latest_values():
     pth = observation("2731-8", 410, "pg/mL", days_ago(40))
     finding = evaluate(hypocalcemia_risk, [egfr(22), pth])
-    assert "evaluate for CKD-MBD" in finding.detail
+    assert "Before starting, evaluate for CKD-MBD" in finding.detail
     assert "intact PTH: 410 pg/mL on 2026-10-16" in finding.detail
     assert "1,25-(OH)2 vitamin D: none on file" in finding.detail
     assert "expertise" in finding.detail and "weekly for the first month" in finding.detail
-    assert created_codes(finding) == {"2731-8", "17861-6", "1751-7", "62292-8", "1649-3"}
+    # the PTH of 40 days ago is not ordered again; the calcium series is post-dose (17861-6)
+    assert created_codes(finding) == {"17861-6", "1751-7", "62292-8", "1649-3"}
+    ckd_mbd = [s for s in finding.suggestions if "CKD-MBD" in s.label][0]
+    assert {a.resource["code"]["coding"][0]["code"] for a in ckd_mbd.actions} == {"17861-6", "1751-7", "62292-8", "1649-3"}
+
+
+def test_ckd_mbd_tests_older_than_12_months_are_suggested_again():
+    pth = observation("2731-8", 410, "pg/mL", days_ago(370))
+    finding = evaluate(hypocalcemia_risk, [egfr(22), pth])
+    assert "2731-8" in created_codes(finding)
+
+
+def test_on_60mg_therapy_no_before_starting_wording_and_no_ckd_mbd_orders():
+    finding = evaluate(hypocalcemia_risk, [egfr(22), prolia_administration(183)])
+    assert "Before starting" not in finding.detail
+    assert not [s for s in finding.suggestions if "CKD-MBD" in s.label]
+    assert len(timings(finding)) == 2  # the post-dose series at every dose
+
+
+def test_60mg_advanced_ckd_post_dose_series_weekly_4_then_monthly_5_as_occurrence_timing():
+    finding = evaluate(hypocalcemia_risk, [egfr(22)])
+    weekly, monthly = timings(finding)
+    assert weekly == {"boundsPeriod": {"start": date_ago(-7)}, "count": 4, "frequency": 1, "period": 1, "periodUnit": "wk"}
+    assert monthly == {"boundsPeriod": {"start": date_ago(-58)}, "count": 5, "frequency": 1, "period": 1, "periodUnit": "mo"}
+    series = [s for s in finding.suggestions if "post-dose" in s.label][0]
+    assert series.label == "Order post-dose serum calcium weekly × 4, then monthly × 5" and len(series.label) < 80
+
+
+def test_120mg_advanced_ckd_at_initiation_weekly_4_only_citing_the_xgeva_label():
+    finding = evaluate(hypocalcemia_risk, [egfr(22)], drafts=[xgeva_draft()])
+    assert [t["count"] for t in timings(finding)] == [4]
+    assert "Xgeva label" in finding.detail and "boxed warning" not in finding.detail
+
+
+def test_120mg_advanced_ckd_on_therapy_one_calcium_7_to_14_days_after_the_dose():
+    xgeva_given = prolia_administration(28)
+    xgeva_given["medicationCodeableConcept"] = {"coding": [XGEVA]}
+    finding = evaluate(hypocalcemia_risk, [egfr(22), xgeva_given], drafts=[xgeva_draft()])
+    assert timings(finding) == []
+    periods = [r["occurrencePeriod"] for kind, r in actions(finding) if kind == "create"]
+    assert periods == [{"start": date_ago(-7), "end": date_ago(-14)}]
+
+
+@pytest.mark.parametrize("creatinine_mg_dl, regimen, expected", [
+    # woman of 82, 50 kg: (140 - 82) x 50 / (72 x 1.5) x 0.85 = 22.8 mL/min; eGFR 41
+    (1.5, "120mg", "warning"), (1.5, "60mg", None),
+    # (140 - 82) x 50 / (72 x 1.1) x 0.85 = 31.1 mL/min: not below 30
+    (1.1, "120mg", None),
+])
+def test_creatinine_clearance_counts_for_the_120mg_regimen_only(creatinine_mg_dl, regimen, expected):
+    resources = [patient(birth_date="1944-03-02"), creatinine(creatinine_mg_dl), weight(50), egfr(41)]
+    drafts = [xgeva_draft()] if regimen == "120mg" else None
+    finding = evaluate(hypocalcemia_risk, resources, drafts=drafts)
+    assert (finding.indicator if finding else None) == expected
+    if finding:
+        assert "creatinine clearance (Cockcroft-Gault, actual body weight) 22.8 mL/min" in finding.detail
+
+
+def test_a_ckd_stage_4_code_contradicted_by_a_later_egfr_of_30_or_more_does_not_count():
+    assert indicator(condition("N18.4", onset="2025-02-01"), egfr(38, days=30)) is None
+    assert indicator(condition("N18.4", onset="2025-02-01"), egfr(30, days=30)) is None
+    assert indicator(condition("N18.4", onset="2025-02-01"), egfr(29, days=30)) == "warning"
+    # an eGFR from before the diagnosis does not contradict it
+    assert indicator(condition("N18.4", onset=date_ago(20)), egfr(38, days=60)) == "warning"
+
+
+def test_dialysis_dependence_ends_with_a_kidney_transplant_after_it():
+    assert indicator(condition("Z99.2", onset="2022-01-10"), condition("Z94.0", onset="2024-05-01")) is None
+    assert indicator(condition("Z99.2", onset="2024-06-01"), condition("Z94.0", onset="2020-05-01")) == "warning"
 
 
 @pytest.mark.parametrize("code, system", [("Z99.2", ICD10CM), ("105502003", SNOMED), ("428982002", SNOMED)])
@@ -113,6 +209,8 @@ def test_hypoparathyroidism_and_malabsorption_ask_for_a_post_dose_mineral_check(
     assert created_codes(finding) == {"17861-6", "1751-7", "2777-1", "19123-9"}
     notes = {resource["note"][0]["text"] for kind, resource in actions(finding) if kind == "create"}
     assert notes == {"Draw 10-14 days after the denosumab injection."}
+    periods = {str(resource["occurrencePeriod"]) for kind, resource in actions(finding) if kind == "create"}
+    assert periods == {str({"start": date_ago(-10), "end": date_ago(-14)})}
 
 
 def test_every_factor_found_is_listed():
