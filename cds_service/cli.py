@@ -11,7 +11,8 @@ from pathlib import Path
 
 from cds_service.config import ConfigError, load_settings
 from cds_service.errors import CdsError
-from cds_service.logs import configure_logging
+from cds_service.logs import configure_logging, gunicorn_logconfig
+from cds_service.ops.multiprocess import gunicorn_metrics_hooks, start_multiprocess_metrics
 from cds_service.record.dates import parse_day_or_time
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ def gunicorn_options(settings) -> dict:
         "threads": settings.threads,
         "timeout": 30,
         "accesslog": None,  # our own JSON line per call replaces it (no query strings)
+        "logconfig_dict": gunicorn_logconfig(),  # gunicorn's own lines as JSON too
+        "logger_class": "cds_service.workers.ServiceLogger",
         "max_requests": settings.max_requests,
         # Workers started together would otherwise all restart at the same moment.
         "max_requests_jitter": settings.max_requests // 10,
@@ -40,6 +43,7 @@ def gunicorn_options(settings) -> dict:
 
 
 def _serve(args) -> int:
+    metrics_dir = start_multiprocess_metrics()  # before prometheus_client is imported (by the app)
     from gunicorn.app.base import BaseApplication
 
     from cds_service.app import create_app
@@ -70,6 +74,8 @@ def _serve(args) -> int:
             for name, value in gunicorn_options(settings).items():
                 self.cfg.set(name, value)
             self.cfg.set("post_fork", post_fork)
+            for name, hook in gunicorn_metrics_hooks(metrics_dir).items():
+                self.cfg.set(name, hook)
 
         def load(self):
             return app
@@ -121,6 +127,12 @@ def _report(args) -> int:
     return run_report(args)
 
 
+def _knowledge_export(args) -> int:
+    from cds_service.knowledge.fhir_export import run_export
+
+    return run_export(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, default=5, help="override reasons and suggestions listed per topic")
     report.add_argument("--plot", help="also write a bar chart of acceptance by topic: an HTML page, or SVG if PATH ends in .svg")
     report.set_defaults(handler=_report)
+    knowledge = commands.add_parser("knowledge", help="the knowledge base in other forms")
+    knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    export = knowledge_commands.add_parser("export", help="write the knowledge base as FHIR R4 resources (validated)")
+    export.add_argument("--fhir", required=True, metavar="DIR", help="folder to write ValueSet, CodeSystem, PlanDefinition and Library JSON files to")
+    export.set_defaults(handler=_knowledge_export)
     return parser
 
 

@@ -55,6 +55,8 @@ class Settings:
     patient_hash_key: str | None = field(default=None, repr=False)  # HMAC key of the card ledger
     cors_origins: tuple[str, ...] = ("*",)
     source_path: Path | None = None
+    metrics_enabled: bool = True  # GET /metrics
+    metrics_require_jwt: bool = False  # GET /metrics needs a client's JWT, as /cds-services does
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
@@ -96,6 +98,7 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
     server = data.get("server", {})
     store = data.get("store", {})
     thresholds = data.get("thresholds", {})
+    metrics = data.get("metrics", {})
     _require(all(isinstance(v, (int, float)) for v in thresholds.values()), "[thresholds] values must be numbers")
     settings = Settings(
         trial_mode=False,
@@ -116,6 +119,8 @@ def settings_from_toml(data: dict, *, base_dir: Path, source_path: Path | None =
         patient_hash_key=store.get("patient_hash_key"),
         cors_origins=tuple(server.get("cors_origins", ["*"])),
         source_path=source_path,
+        metrics_enabled=bool(metrics.get("enabled", True)),
+        metrics_require_jwt=bool(metrics.get("require_jwt", False)),
     )
     _require(settings.fhir_timeout_seconds > 0, "fhir.timeout_seconds must be positive")
     _require(settings.max_body_bytes > 0, "server.max_body_bytes must be positive")

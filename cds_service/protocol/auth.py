@@ -14,6 +14,7 @@ from cds_service.config import Settings
 class Caller:
     iss: str | None  # None when JWT is off
     fhir_servers: tuple[str, ...]  # FHIR bases this caller may send as fhirServer
+    tenant: str | None = None  # the EHR's tenant (its token's claim), for the access log
 
 
 def anonymous_caller(settings: Settings) -> Caller:

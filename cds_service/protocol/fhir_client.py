@@ -13,6 +13,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from cds_service.ops.metrics import record_fhir_queries
 from cds_service.protocol.bundles import bundle_resources, next_link
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class FhirClient:
         for future in pending:
             future.cancel()
             results[futures[future]] = FetchResult(error="no answer before the deadline", requests_made=1)
+        record_fhir_queries(results.values())
         return results
 
 

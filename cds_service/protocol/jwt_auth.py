@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import ClientConfig, ConfigError, Settings
 from cds_service.errors import CdsError, Issue, unauthorized
+from cds_service.ops.metrics import record_jwt_rejected, record_store_error
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.replay import MAX_ISS_LENGTH, MAX_JTI_LENGTH, ReplayGuard
 
@@ -57,7 +58,26 @@ JWKS_REFETCH_COOLDOWN_SECONDS = 30.0  # unknown kids cannot make us fetch more o
 JWKS_TIMEOUT_SECONDS = (2.0, 3.0)  # connect, read
 JWKS_MAX_BYTES = 256 * 1024
 REPLAY_STORE_RETRY_AFTER_SECONDS = 5
+MAX_LOGGED_CLAIM_CHARS = 256  # a claim written to the log (token aud, tenant) is cut to this
+MAX_LOGGED_AUDIENCES = 5
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def _token_audience(authorization: str | None):
+    """The `aud` the rejected token names (unverified; for the log, next to the expected one):
+    a string or a list of strings, each cut to a bounded length; None when there is none to read."""
+    token = (authorization or "").strip().partition(" ")[2].strip()
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.InvalidTokenError:
+        return None
+    if isinstance(aud, str):
+        return aud[:MAX_LOGGED_CLAIM_CHARS]
+    if isinstance(aud, list):
+        return [a[:MAX_LOGGED_CLAIM_CHARS] for a in aud[:MAX_LOGGED_AUDIENCES] if isinstance(a, str)]
+    return None
 
 
 class TokenRejected(Exception):
@@ -189,10 +209,9 @@ class JwtVerifier:
         try:
             return self._verify(authorization, audience)
         except TokenRejected as rejection:
-            logger.warning(
-                "JWT rejected",
-                extra={"fields": {"reason": rejection.reason, "iss": rejection.iss, "aud": audience}},
-            )
+            record_jwt_rejected(rejection.reason)
+            fields = {"reason": rejection.reason, "iss": rejection.iss, "aud": _token_audience(authorization), "expected_aud": audience}
+            logger.warning("JWT rejected", extra={"fields": fields})
             raise unauthorized() from None
 
     def _verify(self, authorization: str | None, audience: str) -> Caller:
@@ -235,7 +254,9 @@ class JwtVerifier:
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
             raise TokenRejected("jti is not a string of 1 to 256 characters", iss)
         self._check_first_use(client.iss, jti, claims["exp"])
-        return Caller(iss=client.iss, fhir_servers=client.fhir_servers)
+        tenant = claims.get("tenant")
+        tenant = tenant if isinstance(tenant, str) and len(tenant) <= MAX_LOGGED_CLAIM_CHARS else client.tenant
+        return Caller(iss=client.iss, fhir_servers=client.fhir_servers, tenant=tenant)
 
     @staticmethod
     def _bearer_token(authorization: str | None) -> str:
@@ -280,6 +301,7 @@ class JwtVerifier:
         except SQLAlchemyError as exc:
             # Without the store a replay cannot be told apart: refuse, as unavailable, not as a bad token.
             logger.error("replay store unavailable", extra={"fields": {"problem": type(exc).__name__}})
+            record_store_error("replay-check")
             raise CdsError(
                 503,
                 (Issue("The service cannot check credentials right now; try again.", code="transient"),),

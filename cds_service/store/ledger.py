@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import ConfigError, Settings
+from cds_service.ops.metrics import record_store_error
 from cds_service.store.engine import DEFAULT_STORE_URL, STORE_URL_ENV_VAR, create_store_engine
 from cds_service.store.schema import insert_if_absent, issued_card, issued_suggestion, migrate, store_meta
 
@@ -180,6 +181,7 @@ class CardLedger:
         except SQLAlchemyError as error:
             # The type only: driver messages can quote the row values.
             logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(cards))
+            record_store_error("ledger-write")
 
 
 @dataclass
