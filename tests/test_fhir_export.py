@@ -1,0 +1,156 @@
+"""`denosumab-cds knowledge export --fhir DIR`: every resource validates as FHIR R4 when loaded
+back, every code of seeds/ is in it (read here from the seed files themselves), and GET /fhir/...
+serves the same resources."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+
+from cds_service.cards.build import OVERRIDE_REASON_SYSTEM, TOPIC_SYSTEM
+from cds_service.cli import main
+from cds_service.knowledge.fhir_export import CODE_DISPLAY_EXTENSION, CODE_SOURCE_EXTENSION, THRESHOLD_EXTENSION
+
+SEEDS = Path(__file__).resolve().parents[1] / "seeds"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def seed_value_sets() -> dict[str, list[dict]]:
+    sets = {}
+    for path in sorted((SEEDS / "valuesets").glob("*.csv")):
+        with path.open(encoding="utf-8", newline="") as handle:
+            sets[path.stem] = [row for row in csv.DictReader(handle) if row["code"].strip()]
+    return sets
+
+
+def seed_topics() -> dict[str, dict]:
+    return tomllib.loads((SEEDS / "topics.toml").read_text(encoding="utf-8"))["topics"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """(resourceType, id) -> the resource, as loaded back from the files the command wrote."""
+    directory = tmp_path_factory.mktemp("fhir") / "knowledge"
+    assert main(["knowledge", "export", "--fhir", str(directory)]) == 0
+    resources = {}
+    for path in sorted(directory.glob("*.json")):
+        resource = json.loads(path.read_text(encoding="utf-8"))
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)  # valid FHIR R4 (R4B models)
+        assert path.name == f"{resource['resourceType']}-{resource['id']}.json"
+        resources[(resource["resourceType"], resource["id"])] = resource
+    return resources
+
+
+def test_every_value_set_code_is_exported_with_its_source(exported):
+    for name, rows in seed_value_sets().items():
+        value_set = exported[("ValueSet", name)]
+        enumerated, is_a = {}, {}
+        for include in value_set["compose"]["include"]:
+            for concept in include.get("concept", ()):
+                enumerated[(include["system"], concept["code"])] = concept
+            for filter_ in include.get("filter", ()):
+                assert (filter_["property"], filter_["op"]) == ("concept", "is-a")
+                is_a[(include["system"], filter_["value"])] = include
+        for row in rows:
+            key = (row["system"].strip(), row["code"].strip())
+            if key[0] == ICD10CM:
+                # The code and all of its sub-codes: a filter, never a single enumerated concept.
+                assert key in is_a and key not in enumerated, (name, key)
+                extensions = {e["url"]: e["valueString"] for e in is_a[key]["extension"]}
+                assert extensions[CODE_DISPLAY_EXTENSION] == row["display"].strip()
+            else:
+                assert key in enumerated, (name, key)
+                assert enumerated[key]["display"] == row["display"].strip()
+                extensions = {e["url"]: e["valueString"] for e in enumerated[key]["extension"]}
+            assert extensions[CODE_SOURCE_EXTENSION] == row["source"].strip()
+        assert len(enumerated) + len(is_a) == len(rows)  # nothing added that is not in the seeds
+
+
+def test_topics_and_override_reasons_are_code_systems(exported):
+    topics = exported[("CodeSystem", "card-topic")]
+    reasons = exported[("CodeSystem", "override-reason")]
+    assert (topics["url"], reasons["url"]) == (TOPIC_SYSTEM, OVERRIDE_REASON_SYSTEM)
+    topic_concepts = {c["code"]: c for c in topics["concept"]}
+    reason_concepts = {c["code"]: c for c in reasons["concept"]}
+    for code, topic in seed_topics().items():
+        assert topic_concepts[code]["display"] == topic["display"]
+        assert topic_concepts[code]["definition"] == topic["when"]
+        for reason in topic["override_reasons"]:
+            concept = reason_concepts[reason["code"]]
+            assert reason["display"] in [concept["display"], *(d["value"] for d in concept.get("designation", ()))]
+            assert {"code": "topic", "valueCode": code} in concept["property"]
+
+
+def test_each_topic_is_a_plan_definition_with_trigger_condition_suggestions_and_sources(exported):
+    value_sets = seed_value_sets()
+    for code, topic in seed_topics().items():
+        plan = exported[("PlanDefinition", code)]
+        (action,) = plan["action"]
+        assert action["code"][0]["coding"][0] == {"system": TOPIC_SYSTEM, "code": code, "display": topic["display"]}
+        hooks = {t["name"] for t in action["trigger"]}
+        if "denosumab-order" in topic["triggers"]:
+            assert {"order-select", "order-sign", "medication-prescribe"} <= hooks
+        assert ("patient-view" in hooks) == ("patient-view" in topic["triggers"])
+        assert action["condition"][0]["expression"]["description"] == topic["when"]
+        related = plan["relatedArtifact"]
+        assert {"type": "citation", "citation": topic["citation"]} in related
+        if topic.get("source_url"):
+            assert any(r.get("url") == topic["source_url"] for r in related)
+        read = {r["resource"].rsplit("/", 1)[1] for r in related if r["type"] == "depends-on"}
+        assert read == set(topic["valuesets"])
+        orders = [name for name in topic["valuesets"] if name.endswith(("-order", "-referral"))]
+        suggested = action.get("action", [])
+        assert [s["documentation"][0]["resource"].rsplit("/", 1)[1] for s in suggested] == orders
+        for suggestion, name in zip(suggested, orders):
+            assert {c["code"] for c in suggestion["code"][0]["coding"]} == {row["code"] for row in value_sets[name]}
+        thresholds = [next(x["valueString"] for x in e["extension"] if x["url"] == "name")
+                      for e in action.get("extension", []) if e["url"] == THRESHOLD_EXTENSION]
+        assert thresholds == topic["thresholds"]
+
+
+def test_a_medication_suggestion_carries_its_sig_and_timing(exported):
+    index = tomllib.loads((SEEDS / "valuesets.toml").read_text(encoding="utf-8"))["valuesets"]
+    with_sig = [name for name, entry in index.items() if "sig" in entry]
+    assert with_sig
+    suggestions = [s for (kind, _), r in exported.items() if kind == "PlanDefinition" for s in r["action"][0].get("action", [])]
+    for name in with_sig:
+        for suggestion in suggestions:
+            if suggestion["documentation"][0]["resource"].endswith(f"/ValueSet/{name}"):
+                assert suggestion["textEquivalent"] == index[name]["sig"]
+                assert suggestion["timingTiming"]["repeat"] == index[name]["timing"]
+
+
+def test_the_library_gathers_every_resource(exported):
+    library = exported[("Library", "denosumab-cds-knowledge")]
+    listed = {r["resource"] for r in library["relatedArtifact"] if r["type"] == "composed-of"}
+    assert listed == {r["url"] for key, r in exported.items() if key[0] != "Library"}
+    assert len(exported) == len(seed_value_sets()) + 2 + len(seed_topics()) + 1
+
+
+def test_the_same_resources_are_served_read_only_without_a_jwt(exported, make_app, tmp_path):
+    from tests.security.ehr import EhrKey, jwt_settings, write_jwks
+
+    client = make_app(jwt_settings(write_jwks(tmp_path / "jwks.json", EhrKey("ES384")))).test_client()
+    for resource_type, resource_id in [("ValueSet", "hypocalcemia"), ("CodeSystem", "card-topic"),
+                                       ("PlanDefinition", "osteonecrosis-of-jaw"), ("Library", "denosumab-cds-knowledge")]:
+        response = client.get(f"/fhir/{resource_type}/{resource_id}")
+        assert response.status_code == 200, response.text
+        assert response.content_type.startswith("application/fhir+json")
+        assert response.json == exported[(resource_type, resource_id)]
+    for path in ("/fhir/ValueSet/no-such-set", "/fhir/Patient/pat-wm-0001"):
+        missing = client.get(path)
+        assert missing.status_code == 404
+        assert missing.json["resourceType"] == "OperationOutcome"
+    assert client.post("/fhir/ValueSet/hypocalcemia", json={}).status_code == 405
+
+
+def test_export_into_a_file_path_is_refused_without_a_traceback(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    assert main(["knowledge", "export", "--fhir", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
