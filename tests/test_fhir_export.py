@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,11 +15,16 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.cards.build import OVERRIDE_REASON_SYSTEM, TOPIC_SYSTEM
-from cds_service.cli import main
 from cds_service.knowledge.fhir_export import CODE_DISPLAY_EXTENSION, CODE_SOURCE_EXTENSION, THRESHOLD_EXTENSION
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+
+def export(directory: Path) -> subprocess.CompletedProcess:
+    """The command as a user runs it (its own process: the CLI sets up logging on stderr)."""
+    return subprocess.run([sys.executable, "-m", "cds_service.cli", "knowledge", "export", "--fhir", str(directory)],
+                          capture_output=True, text=True, timeout=120)
 
 
 def seed_value_sets() -> dict[str, list[dict]]:
@@ -36,7 +43,9 @@ def seed_topics() -> dict[str, dict]:
 def exported(tmp_path_factory) -> dict[tuple[str, str], dict]:
     """(resourceType, id) -> the resource, as loaded back from the files the command wrote."""
     directory = tmp_path_factory.mktemp("fhir") / "knowledge"
-    assert main(["knowledge", "export", "--fhir", str(directory)]) == 0
+    result = export(directory)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {len(list(directory.glob('*.json')))} FHIR R4 resources to {directory}")
     resources = {}
     for path in sorted(directory.glob("*.json")):
         resource = json.loads(path.read_text(encoding="utf-8"))
@@ -149,8 +158,9 @@ def test_the_same_resources_are_served_read_only_without_a_jwt(exported, make_ap
     assert client.post("/fhir/ValueSet/hypocalcemia", json={}).status_code == 405
 
 
-def test_export_into_a_file_path_is_refused_without_a_traceback(tmp_path, capsys):
+def test_export_into_a_file_path_is_refused_without_a_traceback(tmp_path):
     target = tmp_path / "a-file"
     target.write_text("x")
-    assert main(["knowledge", "export", "--fhir", str(target)]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    result = export(target)
+    assert result.returncode == 2
+    assert "is not a folder" in result.stderr and "Traceback" not in result.stderr
