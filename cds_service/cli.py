@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge = commands.add_parser("knowledge", help="the knowledge base in other forms")
     knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", required=True)
     export = knowledge_commands.add_parser("export", help="write the knowledge base as FHIR R4 resources (validated)")
-    export.add_argument("--fhir", required=True, metavar="DIR", help="folder to write ValueSet, CodeSystem, PlanDefinition and Library JSON files to")
+    export.add_argument("--fhir", required=True, metavar="DIR",
+                        help="folder to write the ValueSet, CodeSystem, PlanDefinition and Library JSON files to")
     export.set_defaults(handler=_knowledge_export)
     return parser
 

@@ -137,7 +137,8 @@ def override_reason_code_system(kb: Knowledge, version: str) -> dict:
             ):
                 concept.setdefault("designation", []).append({"value": reason.display})
             concept["property"].append({"code": "topic", "valueCode": topic.code})
-    resource = _metadata("CodeSystem", OVERRIDE_REASON_SYSTEM.rsplit("/", 1)[1], "Denosumab CDS override reasons", version)
+    resource_id = OVERRIDE_REASON_SYSTEM.rsplit("/", 1)[1]
+    resource = _metadata("CodeSystem", resource_id, "Denosumab CDS override reasons", version)
     resource.update(
         url=OVERRIDE_REASON_SYSTEM,
         description="The reasons a clinician may give for overriding a card (card.overrideReasons), by topic.",
@@ -297,7 +298,8 @@ def run_export(args) -> int:
         print(f"knowledge export: a resource does not validate, nothing written: {error}", file=sys.stderr)
         return 1
     except OSError as error:
-        print(f"knowledge export: cannot write to {directory}: {error.strerror or type(error).__name__}", file=sys.stderr)
+        problem = error.strerror or type(error).__name__
+        print(f"knowledge export: cannot write to {directory}: {problem}", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
     for path in written:

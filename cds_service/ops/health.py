@@ -22,7 +22,8 @@ READY_RETRY_AFTER_SECONDS = 5
 def _json(body: dict, status: int = 200, headers: dict | None = None) -> Response:
     # no-store: a cache between the prober and the service must not answer for the service
     headers = {"Cache-Control": "no-store", **(headers or {})}
-    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json", headers=headers)
+    body_text = json.dumps(body, separators=(",", ":"))
+    return Response(body_text, status=status, mimetype="application/json", headers=headers)
 
 
 def health_body(service) -> dict:

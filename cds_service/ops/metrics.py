@@ -26,6 +26,7 @@ Families:
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from collections.abc import Iterable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -87,6 +88,17 @@ STORE_ERRORS = Counter("denosumab_cds_store_errors", "Failures of the store, by 
 
 _known_services: set[str] = set()
 _known_topics: set[str] = set()
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *label_values: str):
+    """metric.labels(...), remembered: a look-up instead of the library's checks and lock on every
+    event (the label values are from bounded lists, so this stays small)."""
+    key = (id(metric), label_values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*label_values)
+    return child
 
 
 def declare_label_values(service_ids: Iterable[str], topics: Iterable[str]) -> None:
@@ -125,8 +137,8 @@ def record_request(path: str, status: int, seconds: float) -> None:
     service = service_label(path)
     if service is None:
         return
-    REQUESTS.labels(service, str(status)).inc()
-    REQUEST_DURATION.labels(service).observe(seconds)
+    _child(REQUESTS, service, str(status)).inc()
+    _child(REQUEST_DURATION, service).observe(seconds)
 
 
 def record_cards(_request, response: dict, _record=None, _as_of=None) -> None:
@@ -134,12 +146,13 @@ def record_cards(_request, response: dict, _record=None, _as_of=None) -> None:
     for card in response.get("cards") or ():
         topic = card["source"]["topic"]["code"]
         indicator = card["indicator"]
-        CARDS.labels(topic if topic in _known_topics else UNKNOWN, indicator if indicator in INDICATORS else UNKNOWN).inc()
+        topic = topic if topic in _known_topics else UNKNOWN
+        _child(CARDS, topic, indicator if indicator in INDICATORS else UNKNOWN).inc()
 
 
 def record_suppressed(topic: str) -> None:
     """One card of `topic` not shown because it was overridden before (suppression after override)."""
-    CARDS_SUPPRESSED.labels(topic if topic in _known_topics else UNKNOWN).inc()
+    _child(CARDS_SUPPRESSED, topic if topic in _known_topics else UNKNOWN).inc()
 
 
 def fhir_query_outcome(result) -> str:
@@ -151,8 +164,8 @@ def fhir_query_outcome(result) -> str:
 
 
 def record_fhir_queries(results: Iterable) -> None:
-    for result in results:
-        FHIR_QUERIES.labels(fhir_query_outcome(result)).inc()
+    for outcome, count in Tally(fhir_query_outcome(result) for result in results).items():
+        _child(FHIR_QUERIES, outcome).inc(count)
 
 
 def jwt_rejection_label(reason: str) -> str:
@@ -160,11 +173,11 @@ def jwt_rejection_label(reason: str) -> str:
 
 
 def record_jwt_rejected(reason: str) -> None:
-    JWT_REJECTED.labels(jwt_rejection_label(reason)).inc()
+    _child(JWT_REJECTED, jwt_rejection_label(reason)).inc()
 
 
 def record_store_error(operation: str) -> None:
-    STORE_ERRORS.labels(operation if operation in STORE_OPERATIONS else "other").inc()
+    _child(STORE_ERRORS, operation if operation in STORE_OPERATIONS else "other").inc()
 
 
 def exposition(accept_header: str | None) -> tuple[bytes, str]:

@@ -15,24 +15,31 @@ from cds_service.knowledge.fhir_export import RESOURCE_TYPES, knowledge_resource
 FHIR_JSON = "application/fhir+json"
 
 
-def _fhir_response(body: dict, status: int = 200) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status=status, mimetype=FHIR_JSON)
+def _serialized(body: dict) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fhir_response(body: dict | str, status: int = 200) -> Response:
+    return Response(body if isinstance(body, str) else _serialized(body), status=status, mimetype=FHIR_JSON)
 
 
 def register_knowledge_routes(app, kb) -> None:
-    index: dict[tuple[str, str], dict] = {}
+    index: dict[tuple[str, str], str] = {}
     lock = threading.Lock()
 
-    def resource(resource_type: str, resource_id: str) -> dict | None:
-        with lock:  # built on first use, once per worker (the export walks every seed)
+    def resource(resource_type: str, resource_id: str) -> str | None:
+        # Built and serialized on first use, once per worker (~60 ms: the export walks every seed;
+        # the value sets of medications are large, 2 MiB in all), not at every start-up.
+        with lock:
             if not index:
-                index.update({(r["resourceType"], r["id"]): r for r in knowledge_resources(kb)})
+                index.update({(r["resourceType"], r["id"]): _serialized(r) for r in knowledge_resources(kb)})
         return index.get((resource_type, resource_id))
 
     @app.get("/fhir/<resource_type>/<resource_id>")
     def knowledge_resource(resource_type: str, resource_id: str):
         if resource_type not in RESOURCE_TYPES:
-            issue = Issue(f"No such resource type here: {resource_type[:64]}; this server has {', '.join(RESOURCE_TYPES)}.", code="not-supported")
+            known = ", ".join(RESOURCE_TYPES)
+            issue = Issue(f"No such resource type here: {resource_type[:64]}; this server has {known}.", code="not-supported")
             return _fhir_response(operation_outcome([issue]), 404)
         found = resource(resource_type, resource_id)
         if found is None:

@@ -210,7 +210,10 @@ class JwtVerifier:
             return self._verify(authorization, audience)
         except TokenRejected as rejection:
             record_jwt_rejected(rejection.reason)
-            fields = {"reason": rejection.reason, "iss": rejection.iss, "aud": _token_audience(authorization), "expected_aud": audience}
+            fields = {
+                "reason": rejection.reason, "iss": rejection.iss,
+                "aud": _token_audience(authorization), "expected_aud": audience,  # what the token says, what was called
+            }
             logger.warning("JWT rejected", extra={"fields": fields})
             raise unauthorized() from None
 

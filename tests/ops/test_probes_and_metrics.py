@@ -48,6 +48,14 @@ def value(families, family: str, sample: str | None = None, **labels) -> float:
     return families[family].get((sample or f"{family}_total", *sorted(labels.items())), 0.0)
 
 
+def grown(before, after, family: str, sample: str | None = None, **labels) -> float:
+    return value(after, family, sample, **labels) - value(before, family, sample, **labels)
+
+
+def label_values(families, family: str) -> set[str]:
+    return {sample[1][1] for sample in families[family]}
+
+
 def test_healthz_answers_the_version_without_a_jwt_and_without_configuration(make_app, jwks_path):
     client = make_app(jwt_settings(jwks_path)).test_client()
     response = client.get("/healthz")
@@ -84,16 +92,18 @@ def test_every_family_and_known_label_value_is_in_the_first_scrape(client):
         assert name in families, name
         assert {k for sample in families[name] for k, _ in sample[1:]} - {"le"} == label_names
     kb = load_knowledge()
+    cards, suppressed = families["denosumab_cds_cards"], families["denosumab_cds_cards_suppressed"]
     for topic in kb.topics:
         for indicator in ("critical", "warning", "info"):
-            assert ("denosumab_cds_cards_total", ("indicator", indicator), ("topic", topic)) in families["denosumab_cds_cards"]
-        assert ("denosumab_cds_cards_suppressed_total", ("topic", topic)) in families["denosumab_cds_cards_suppressed"]
+            assert ("denosumab_cds_cards_total", ("indicator", indicator), ("topic", topic)) in cards
+        assert ("denosumab_cds_cards_suppressed_total", ("topic", topic)) in suppressed
+    requests, durations = families["denosumab_cds_requests"], families["denosumab_cds_request_duration_seconds"]
     for service in [*load_services(), "discovery", "feedback"]:
-        assert ("denosumab_cds_requests_total", ("service", service), ("status", "500")) in families["denosumab_cds_requests"]
-        assert ("denosumab_cds_request_duration_seconds_count", ("service", service)) in families["denosumab_cds_request_duration_seconds"]
-    assert {s[1][1] for s in families["denosumab_cds_fhir_queries"]} == {"ok", "error", "timeout", "truncated"}
-    assert {"expired", "audience", "replay", "signature", "missing", "other"} <= {s[1][1] for s in families["denosumab_cds_jwt_rejected"]}
-    assert {"ledger-write", "feedback-write", "replay-check", "readiness"} <= {s[1][1] for s in families["denosumab_cds_store_errors"]}
+        assert ("denosumab_cds_requests_total", ("service", service), ("status", "500")) in requests
+        assert ("denosumab_cds_request_duration_seconds_count", ("service", service)) in durations
+    assert label_values(families, "denosumab_cds_fhir_queries") == {"ok", "error", "timeout", "truncated"}
+    assert {"expired", "audience", "replay", "signature", "missing", "other"} <= label_values(families, "denosumab_cds_jwt_rejected")
+    assert {"ledger-write", "feedback-write", "replay-check", "readiness"} <= label_values(families, "denosumab_cds_store_errors")
 
 
 def test_a_hook_call_counts_its_request_duration_and_cards(make_app):
@@ -107,15 +117,14 @@ def test_a_hook_call_counts_its_request_duration_and_cards(make_app):
     client.post("/cds-services/order-sign", json={"hook": "order-sign"})  # a 400
     client.post("/cds-services/no-such-service", json={})  # a 404: counted, never as its own label
     after = scrape(client)
-    assert value(after, "denosumab_cds_requests", service="order-sign", status="200") == value(before, "denosumab_cds_requests", service="order-sign", status="200") + 1
-    assert value(after, "denosumab_cds_requests", service="order-sign", status="400") == value(before, "denosumab_cds_requests", service="order-sign", status="400") + 1
-    assert value(after, "denosumab_cds_requests", service="unknown", status="404") == value(before, "denosumab_cds_requests", service="unknown", status="404") + 1
-    assert not any(("service", "no-such-service") in sample for sample in after["denosumab_cds_requests"])
+    assert grown(before, after, "denosumab_cds_requests", service="order-sign", status="200") == 1
+    assert grown(before, after, "denosumab_cds_requests", service="order-sign", status="400") == 1
+    assert grown(before, after, "denosumab_cds_requests", service="unknown", status="404") == 1
+    assert "no-such-service" not in label_values(after, "denosumab_cds_requests")
     count = "denosumab_cds_request_duration_seconds_count"
-    assert value(after, "denosumab_cds_request_duration_seconds", count, service="order-sign") == value(before, "denosumab_cds_request_duration_seconds", count, service="order-sign") + 2
+    assert grown(before, after, "denosumab_cds_request_duration_seconds", count, service="order-sign") == 2
     for topic, indicator in cards:
-        grown = value(after, "denosumab_cds_cards", topic=topic, indicator=indicator) - value(before, "denosumab_cds_cards", topic=topic, indicator=indicator)
-        assert grown == cards.count((topic, indicator))
+        assert grown(before, after, "denosumab_cds_cards", topic=topic, indicator=indicator) == cards.count((topic, indicator))
 
 
 def test_no_label_holds_patient_or_request_data(make_app):
@@ -147,12 +156,14 @@ def test_metrics_can_be_turned_off_or_put_behind_the_jwt(make_app, jwks_path, eh
     assert open_by_default.get("/metrics").status_code == 200
 
 
-def test_a_jwt_rejection_is_counted_and_logs_the_tokens_aud_beside_the_expected_one(make_app, jwks_path, ehr_key, caplog):
+def test_a_jwt_rejection_is_counted_and_logs_the_tokens_aud_beside_the_expected_one(make_app, jwks_path, ehr_key,
+                                                                                    caplog):
     client = make_app(jwt_settings(jwks_path)).test_client()
     before = value(scrape(client), "denosumab_cds_jwt_rejected", reason="audience")
     wrong = "https://cds.example.org/other-service/cds-services/order-sign"
     caplog.set_level(logging.WARNING)
-    response = client.post("/cds-services/order-sign", json=baseline_request(), headers=bearer(ehr_key.sign(claims_for(wrong))))
+    token = ehr_key.sign(claims_for(wrong))
+    response = client.post("/cds-services/order-sign", json=baseline_request(), headers=bearer(token))
     assert response.status_code == 401
     (rejection,) = [r for r in caplog.records if r.getMessage() == "JWT rejected"]
     assert rejection.fields["aud"] == wrong
@@ -171,9 +182,8 @@ def test_the_access_line_names_the_calling_ehr_and_its_tenant(make_app, jwks_pat
 
 def test_cors_preflights_are_logged_and_probes_that_answer_are_not(client, caplog):
     caplog.set_level(logging.INFO, logger="cds_service.access")
-    preflight = client.options(
-        "/cds-services/order-sign", headers={"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"}
-    )
+    headers = {"Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST"}
+    preflight = client.options("/cds-services/order-sign", headers=headers)
     assert preflight.status_code == 200
     client.get("/healthz")
     client.get("/readyz")
@@ -191,11 +201,12 @@ def test_fhir_queries_are_counted_by_outcome(make_app):
 
     from tests.requests_for_tests import FHIR_BASE, searchset
 
-    client = make_app(Settings(allowed_fhir_servers=(FHIR_BASE,), fhir_timeout_seconds=1.0, fhir_max_pages=1)).test_client()
+    settings = Settings(allowed_fhir_servers=(FHIR_BASE,), fhir_timeout_seconds=1.0, fhir_max_pages=1)
+    client = make_app(settings).test_client()
     request = baseline_request()
     prefetch = request.pop("prefetch")
     request["fhirServer"] = FHIR_BASE
-    request["fhirAuthorization"] = {"access_token": "t-1", "token_type": "Bearer", "expires_in": 300, "subject": "denosumab-cds"}
+    request["fhirAuthorization"] = {"access_token": "t-1", "token_type": "Bearer", "expires_in": 300}
     before = scrape(client)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add(responses.GET, f"{FHIR_BASE}/Patient/pat-wm-0001", json=prefetch["patient"])
@@ -205,12 +216,10 @@ def test_fhir_queries_are_counted_by_outcome(make_app):
                  json=searchset([], next_url=f"{FHIR_BASE}/MedicationAdministration?page=2"))
         rsps.add(responses.GET, f"{FHIR_BASE}/MedicationDispense", status=500)
         rsps.add(responses.GET, f"{FHIR_BASE}/MedicationStatement", body=requests.exceptions.ReadTimeout("slow"))
-        for resource_type, key in (("Observation", "labResults"), ("Condition", "conditions"), ("Procedure", "procedures")):
+        for resource_type, key in [("Observation", "labResults"), ("Condition", "conditions"),
+                                   ("Procedure", "procedures")]:
             rsps.add(responses.GET, f"{FHIR_BASE}/{resource_type}", json=prefetch[key])
         assert client.post("/cds-services/order-sign", json=request).status_code == 200
     after = scrape(client)
-    grown = {
-        outcome: value(after, "denosumab_cds_fhir_queries", outcome=outcome) - value(before, "denosumab_cds_fhir_queries", outcome=outcome)
-        for outcome in ("ok", "error", "timeout", "truncated")
-    }
-    assert grown == {"ok": 5, "error": 1, "timeout": 1, "truncated": 1}
+    counted = {o: grown(before, after, "denosumab_cds_fhir_queries", outcome=o) for o in ("ok", "error", "timeout", "truncated")}
+    assert counted == {"ok": 5, "error": 1, "timeout": 1, "truncated": 1}
