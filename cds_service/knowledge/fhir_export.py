@@ -186,7 +186,7 @@ def _threshold_extension(kb: Knowledge, name: str) -> dict:
     }
 
 
-def plan_definition(topic: Topic, kb: Knowledge, rule_modules: dict[str, str], version: str) -> dict:
+def plan_definition(topic: Topic, kb: Knowledge, rule_functions: dict[str, str], version: str) -> dict:
     hooks = list(dict.fromkeys(hook for trigger in topic.triggers for hook in HOOKS_OF_TRIGGER[trigger]))
     order_sets = [kb.value_sets[name] for name in topic.valuesets if name.endswith(ORDER_VALUESET_SUFFIXES)]
     action = {
@@ -201,7 +201,8 @@ def plan_definition(topic: Topic, kb: Knowledge, rule_modules: dict[str, str], v
             "expression": {
                 "description": topic.when,
                 "language": "text/x-python",
-                "expression": rule_modules.get(topic.code, "cds_service.rules.engine"),
+                # Where the executable logic is (a topic whose rule is not written yet: the engine).
+                "expression": rule_functions.get(topic.code, "cds_service.rules.engine.run_rules"),
             },
         }],
     }
@@ -227,11 +228,14 @@ def plan_definition(topic: Topic, kb: Knowledge, rule_modules: dict[str, str], v
     return resource
 
 
-def _rule_modules(kb: Knowledge) -> dict[str, str]:
-    """Topic -> the Python function that decides it (the rules' own modules)."""
-    from cds_service.rules.engine import discover_rules
+def _rule_functions(kb: Knowledge) -> dict[str, str]:
+    """Topic -> the Python function that decides it: a rule module's `evaluate`, or the engine's
+    own for the data-unavailable topic."""
+    from cds_service.rules.engine import DATA_UNAVAILABLE_TOPIC, discover_rules, incomplete_checks_finding
 
-    return {rule.topic: f"{rule.module.__name__}.evaluate" for rule in discover_rules(kb)}
+    functions = {rule.topic: f"{rule.module.__name__}.evaluate" for rule in discover_rules(kb)}
+    functions[DATA_UNAVAILABLE_TOPIC] = f"{incomplete_checks_finding.__module__}.{incomplete_checks_finding.__name__}"
+    return functions
 
 
 def knowledge_resources(kb: Knowledge, version: str = __version__) -> list[dict]:
@@ -239,8 +243,8 @@ def knowledge_resources(kb: Knowledge, version: str = __version__) -> list[dict]
     # LEAD (merge with committee): version = knowledge_version(kb, settings) for every resource.
     resources = [value_set_resource(vs, version) for vs in kb.value_sets.values()]
     resources += [topic_code_system(kb, version), override_reason_code_system(kb, version)]
-    modules = _rule_modules(kb)
-    resources += [plan_definition(topic, kb, modules, version) for topic in kb.topics.values()]
+    functions = _rule_functions(kb)
+    resources += [plan_definition(topic, kb, functions, version) for topic in kb.topics.values()]
     library = _metadata("Library", LIBRARY_ID, "Denosumab CDS knowledge base", version)
     library.update(
         type={"coding": [{"system": LIBRARY_TYPE, "code": "asset-collection", "display": "Asset Collection"}]},

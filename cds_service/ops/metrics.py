@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from cds_service.ops.multiprocess import METRICS_DIR_ENV_VAR
+from cds_service.ops.multiprocess import METRICS_DIR_ENV_VAR, folder_lock
 
 INDICATORS = ("critical", "warning", "info")
 # The statuses the service answers under /cds-services, declared so that an error rate has both sides.
@@ -182,16 +182,16 @@ def record_store_error(operation: str) -> None:
 
 def exposition(accept_header: str | None) -> tuple[bytes, str]:
     """(body, content type) of a scrape: every worker's values added up under gunicorn."""
-    directory = os.environ.get(METRICS_DIR_ENV_VAR)
-    if directory:
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
-    else:
-        registry = REGISTRY
     encoder, content_type = choose_encoder(accept_header or "")
-    return encoder(registry), content_type
+    directory = os.environ.get(METRICS_DIR_ENV_VAR)
+    if not directory:
+        return encoder(REGISTRY), content_type
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    with folder_lock(directory, exclusive=False):  # no dead worker's files folded mid-read
+        return encoder(registry), content_type
 
 
 def register_metrics_route(app, settings, authenticate) -> None:

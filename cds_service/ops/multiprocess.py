@@ -3,19 +3,27 @@
 Each worker is a process with its own memory, so a counter kept in memory would answer a scrape
 with the one worker's share. In multiprocess mode every process writes its values to files in
 $PROMETHEUS_MULTIPROC_DIR and a scrape adds up all of them. `serve` makes a fresh folder before
-prometheus_client is imported (it picks its mode at import), tells the master's gunicorn hooks to
-drop a dead worker's live files, and removes the folder when the master exits.
+prometheus_client is imported (it picks its mode at import), and removes it when the master exits.
+
+A worker's files outlive it (its counts are part of the totals), so with `max_requests` recycling
+workers a scrape would read more files every day. When a worker exits, the master folds its
+counter and histogram files into one archive file per kind and deletes them, under an exclusive
+lock that scrapes take shared: a scrape never sees the counts twice, nor a file vanish mid-read.
 
 This module must not import prometheus_client itself."""
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 METRICS_DIR_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+_LOCK_FILE = "folding.lock"  # not *.db: the collector reads only those
+_FOLDED_KINDS = ("counter", "histogram")  # additive: a dead worker's values can be summed away
 
 
 def start_multiprocess_metrics() -> str:
@@ -34,14 +42,43 @@ def start_multiprocess_metrics() -> str:
     return path
 
 
+@contextmanager
+def folder_lock(path: str, *, exclusive: bool):
+    """Shared for a scrape, exclusive for folding a dead worker's files into the archive."""
+    with open(os.path.join(path, _LOCK_FILE), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fold_dead_worker(path: str, pid: int) -> None:
+    """Add a dead worker's counters and histograms to the archive files and delete its own."""
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
+
+    with folder_lock(path, exclusive=True):
+        multiprocess.mark_process_dead(pid, path)  # its live gauges, should there ever be any
+        for kind in _FOLDED_KINDS:
+            dead = os.path.join(path, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(path, f"{kind}_archive.db"))
+            try:
+                for key, value, _timestamp, _position in MmapedDict.read_all_values_from_file(dead):
+                    total, _ = archive.read_value(key)
+                    archive.write_value(key, total + value, 0.0)
+            finally:
+                archive.close()
+            os.remove(dead)
+
+
 def gunicorn_metrics_hooks(path: str) -> dict:
     """gunicorn server hooks (settings) that keep the folder right over the server's life."""
 
     def child_exit(_server, worker) -> None:
-        from prometheus_client import multiprocess
-
-        # Counters and histograms of the dead worker stay (they are totals); its live gauges go.
-        multiprocess.mark_process_dead(worker.pid, path)
+        fold_dead_worker(path, worker.pid)
 
     def on_exit(_server) -> None:
         shutil.rmtree(path, ignore_errors=True)

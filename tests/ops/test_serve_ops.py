@@ -113,6 +113,9 @@ def test_probes_metrics_across_two_workers_and_json_only_stderr(monkeypatch, tmp
         _wait(lambda: len(_booted_workers(log)) >= 3, 30, "a replacement worker")
         _wait(lambda: _answers(f"{base}/healthz"), 30, "the replacement worker")
         assert {_order_sign_total(base) for _ in range(6)} == {CALLS}
+        # Its files were folded into the archive: the folder does not grow with recycled workers.
+        assert not list(metrics_dir.glob(f"*_{victim}.db"))
+        assert (metrics_dir / "counter_archive.db").exists()
 
         # gunicorn's own lines for a reload (HUP) are JSON too.
         os.kill(process.pid, signal.SIGHUP)
