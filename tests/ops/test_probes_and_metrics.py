@@ -223,3 +223,13 @@ def test_fhir_queries_are_counted_by_outcome(make_app):
     after = scrape(client)
     counted = {o: grown(before, after, "denosumab_cds_fhir_queries", outcome=o) for o in ("ok", "error", "timeout", "truncated")}
     assert counted == {"ok": 5, "error": 1, "timeout": 1, "truncated": 1}
+
+
+def test_the_metrics_keys_of_the_configuration_file(tmp_path):
+    from cds_service.config import settings_from_toml
+
+    defaults = settings_from_toml({"auth": {"require_jwt": False}}, base_dir=tmp_path)
+    assert (defaults.metrics_enabled, defaults.metrics_require_jwt) == (True, False)
+    chosen = settings_from_toml({"auth": {"require_jwt": False}, "metrics": {"enabled": False, "require_jwt": True}},
+                                base_dir=tmp_path)
+    assert (chosen.metrics_enabled, chosen.metrics_require_jwt) == (False, True)
