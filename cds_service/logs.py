@@ -40,7 +40,8 @@ GUNICORN_MESSAGES_WITH_SAFE_ARGUMENTS = frozenset({
 
 
 def _message(record: logging.LogRecord) -> str:
-    if record.name.startswith("gunicorn.") and record.args and record.msg not in GUNICORN_MESSAGES_WITH_SAFE_ARGUMENTS:
+    from_gunicorn = record.name.startswith("gunicorn.")
+    if from_gunicorn and record.args and record.msg not in GUNICORN_MESSAGES_WITH_SAFE_ARGUMENTS:
         return str(record.msg)  # the template, without the arguments
     return record.getMessage()
 
@@ -83,7 +84,9 @@ def gunicorn_logconfig(level: str = "INFO") -> dict:
         "version": 1,
         "disable_existing_loggers": False,  # the service's loggers were made before gunicorn configures
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},

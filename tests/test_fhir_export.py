@@ -164,3 +164,40 @@ def test_export_into_a_file_path_is_refused_without_a_traceback(tmp_path):
     result = export(target)
     assert result.returncode == 2
     assert "is not a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_value_set_and_a_topic_added_to_the_seeds_are_exported_without_a_code_change(tmp_path):
+    import shutil
+
+    from cds_service.knowledge import load_knowledge
+    from cds_service.knowledge.fhir_export import knowledge_resources
+
+    seeds = shutil.copytree(SEEDS, tmp_path / "seeds")
+    (seeds / "valuesets" / "jaw-pain.csv").write_text(
+        "system,code,display,source\n"
+        "http://hl7.org/fhir/sid/icd-10-cm,R68.84,Jaw pain,ICD-10-CM April 2026 (S5)\n"
+        "http://snomed.info/sct,274667000,Jaw pain (finding),SNOMED IPS free set 2022-07-31 (S6)\n",
+        encoding="utf-8",
+    )
+    with (seeds / "valuesets.toml").open("a", encoding="utf-8") as index:
+        index.write('\n[valuesets.jaw-pain]\ntitle = "Jaw pain"\ndescription = "Jaw pain as a finding."\n'
+                    'sources = ["S5", "S6"]\n')
+    with (seeds / "topics.toml").open("a", encoding="utf-8") as topics:
+        topics.write('\n[topics.jaw-pain-review]\ndisplay = "Jaw pain on record"\ntriggers = ["patient-view"]\n'
+                     'when = "Jaw pain recorded in the last 90 days."\nindicators = "info"\nthresholds = []\n'
+                     'valuesets = ["jaw-pain", "dental-care-referral"]\ncitation = "Prolia label W&P ONJ"\n'
+                     'override_reasons = [{ code = "reviewed", display = "Reviewed" }]\n')
+    resources = {(r["resourceType"], r["id"]): r for r in knowledge_resources(load_knowledge(seeds))}
+    includes = resources[("ValueSet", "jaw-pain")]["compose"]["include"]
+    (snomed,) = [i for i in includes if i["system"] == "http://snomed.info/sct"]
+    assert snomed["concept"] == [{
+        "extension": [{"url": CODE_SOURCE_EXTENSION, "valueString": "SNOMED IPS free set 2022-07-31 (S6)"}],
+        "code": "274667000", "display": "Jaw pain (finding)",
+    }]
+    assert any(f["value"] == "R68.84" for i in includes for f in i.get("filter", ()))
+    plan = resources[("PlanDefinition", "jaw-pain-review")]
+    assert [t["name"] for t in plan["action"][0]["trigger"]] == ["patient-view"]
+    assert plan["action"][0]["action"][0]["documentation"][0]["resource"].endswith("/ValueSet/dental-care-referral")
+    assert "jaw-pain-review" in {c["code"] for c in resources[("CodeSystem", "card-topic")]["concept"]}
+    for resource in resources.values():
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)

@@ -39,7 +39,8 @@ def register_knowledge_routes(app, kb) -> None:
     def knowledge_resource(resource_type: str, resource_id: str):
         if resource_type not in RESOURCE_TYPES:
             known = ", ".join(RESOURCE_TYPES)
-            issue = Issue(f"No such resource type here: {resource_type[:64]}; this server has {known}.", code="not-supported")
+            message = f"No such resource type here: {resource_type[:64]}; this server has {known}."
+            issue = Issue(message, code="not-supported")
             return _fhir_response(operation_outcome([issue]), 404)
         found = resource(resource_type, resource_id)
         if found is None:
