@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 
+logger = logging.getLogger(__name__)
 METRICS_DIR_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 _LOCK_FILE = "folding.lock"  # not *.db: the collector reads only those
 _FOLDED_KINDS = ("counter", "histogram")  # additive: a dead worker's values can be summed away
@@ -30,6 +33,8 @@ def start_multiprocess_metrics() -> str:
     """A new, empty folder for this server's metric files, set in the environment the workers
     inherit. Values of an earlier run must not be added to this one's, so an inherited
     $PROMETHEUS_MULTIPROC_DIR is replaced, not reused."""
+    if "prometheus_client.values" in sys.modules:  # too late: it has chosen in-process values already
+        logger.warning("prometheus_client was imported before the metrics folder was set; /metrics shows one worker")
     path = tempfile.mkdtemp(prefix="denosumab-cds-metrics-")
     os.environ[METRICS_DIR_ENV_VAR] = path
     master_pid = os.getpid()
@@ -78,7 +83,10 @@ def gunicorn_metrics_hooks(path: str) -> dict:
     """gunicorn server hooks (settings) that keep the folder right over the server's life."""
 
     def child_exit(_server, worker) -> None:
-        fold_dead_worker(path, worker.pid)
+        try:
+            fold_dead_worker(path, worker.pid)
+        except Exception as error:  # the master must go on serving: its files just stay unfolded
+            logger.warning("metrics of an exited worker not folded", extra={"fields": {"problem": type(error).__name__}})
 
     def on_exit(_server) -> None:
         shutil.rmtree(path, ignore_errors=True)
