@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     service.listeners.append(metrics.record_cards)
     register_probes(app, service, feedback_receiver.engine)
     metrics.register_metrics_route(app, settings, authenticate)
-    register_knowledge_routes(app, service.kb)
+    register_knowledge_routes(app, service.kb, settings.public_base_url)
 
     openapi = openapi_document(service.services)
 

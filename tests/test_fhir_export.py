@@ -201,3 +201,25 @@ def test_a_value_set_and_a_topic_added_to_the_seeds_are_exported_without_a_code_
     assert "jaw-pain-review" in {c["code"] for c in resources[("CodeSystem", "card-topic")]["concept"]}
     for resource in resources.values():
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def test_a_canonical_url_is_resolved_by_search_and_the_capabilities_say_so(exported, client):
+
+    hypocalcemia = exported[("ValueSet", "hypocalcemia")]
+    found = client.get("/fhir/ValueSet", query_string={"url": hypocalcemia["url"]})
+    assert found.status_code == 200 and found.content_type.startswith("application/fhir+json")
+    bundle = found.json
+    get_fhir_model_class("Bundle").model_validate(bundle)
+    assert (bundle["type"], bundle["total"]) == ("searchset", 1)
+    (entry,) = bundle["entry"]
+    assert entry["resource"] == hypocalcemia and entry["fullUrl"].endswith("/fhir/ValueSet/hypocalcemia")
+    every_plan = client.get("/fhir/PlanDefinition").json
+    assert every_plan["total"] == len(seed_topics()) == len(every_plan["entry"])
+    nothing = client.get("/fhir/CodeSystem", query_string={"url": "http://loinc.org"}).json
+    assert nothing["total"] == 0 and "entry" not in nothing
+    assert client.get("/fhir/Patient").status_code == 404
+
+    capabilities = client.get("/fhir/metadata").json
+    get_fhir_model_class("CapabilityStatement").model_validate(capabilities)
+    (rest,) = capabilities["rest"]
+    assert {r["type"] for r in rest["resource"]} == {"ValueSet", "CodeSystem", "PlanDefinition", "Library"}

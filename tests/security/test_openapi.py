@@ -175,6 +175,9 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     knowledge = "/fhir/{resource_type}/{resource_id}"
     check(knowledge, "GET", jwt_client.get("/fhir/ValueSet/hypocalcemia"))
     check(knowledge, "GET", jwt_client.get("/fhir/PlanDefinition/no-such-topic"))
+    check("/fhir/{resource_type}", "GET", jwt_client.get("/fhir/CodeSystem?url=https://denosumab-cds.org/fhir/CodeSystem/card-topic"))
+    check("/fhir/{resource_type}", "GET", jwt_client.get("/fhir/Observation"))
+    check("/fhir/metadata", "GET", jwt_client.get("/fhir/metadata"))
     jwt_app.extensions["denosumab_cds_feedback"].engine.raw_connection = store_down
     check("/readyz", "GET", jwt_client.get("/readyz"))
 
