@@ -240,7 +240,8 @@ def _rule_functions(kb: Knowledge) -> dict[str, str]:
 
 def knowledge_resources(kb: Knowledge, version: str = __version__) -> list[dict]:
     """Every resource of the knowledge base, the Library that gathers them last."""
-    # LEAD (merge with committee): version = knowledge_version(kb, settings) for every resource.
+    # LEAD (merge with committee): version = knowledge_version(kb, Settings()) for every resource
+    # (the reviewed seeds without a deployment's overrides; the /fhir routes may pass the service's).
     resources = [value_set_resource(vs, version) for vs in kb.value_sets.values()]
     resources += [topic_code_system(kb, version), override_reason_code_system(kb, version)]
     functions = _rule_functions(kb)
