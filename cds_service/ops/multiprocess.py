@@ -22,9 +22,11 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 METRICS_DIR_ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+_FOLDER_PREFIX = "denosumab-cds-metrics-"  # + the master's pid + "-" + a random part
 _LOCK_FILE = "folding.lock"  # not *.db: the collector reads only those
 _FOLDED_KINDS = ("counter", "histogram")  # additive: a dead worker's values can be summed away
 
@@ -35,9 +37,10 @@ def start_multiprocess_metrics() -> str:
     $PROMETHEUS_MULTIPROC_DIR is replaced, not reused."""
     if "prometheus_client.values" in sys.modules:  # too late: it has chosen in-process values already
         logger.warning("prometheus_client was imported before the metrics folder was set; /metrics shows one worker")
-    path = tempfile.mkdtemp(prefix="denosumab-cds-metrics-")
-    os.environ[METRICS_DIR_ENV_VAR] = path
     master_pid = os.getpid()
+    remove_stale_metrics_folders(Path(tempfile.gettempdir()))
+    path = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{master_pid}-")
+    os.environ[METRICS_DIR_ENV_VAR] = path
 
     def remove_if_master() -> None:
         if os.getpid() == master_pid:  # a forked worker inherits this handler; only the master cleans up
@@ -45,6 +48,30 @@ def start_multiprocess_metrics() -> str:
 
     atexit.register(remove_if_master)  # also when gunicorn stops before its on_exit hook (e.g. bind failed)
     return path
+
+
+def remove_stale_metrics_folders(parent: Path) -> list[Path]:
+    """Remove the folders of servers that are gone without cleaning up (killed with SIGKILL, by
+    the OOM killer or a container runtime): each folder is named after its master's pid, and a
+    folder whose master no longer runs is left over. Returns what was removed."""
+    removed = []
+    for folder in parent.glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(_FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or _is_running(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running, and not ours to judge
+        return True
+    return True
 
 
 @contextmanager
