@@ -19,12 +19,16 @@ from cds_service.evaluate import Clock, HookService, utc_now
 from cds_service.feedback import open_feedback
 from cds_service.logs import log_call
 from cds_service.openapi import openapi_document
+from cds_service.ops import metrics
+from cds_service.ops.health import register_probes
 from cds_service.protocol.auth import Caller, anonymous_caller
 from cds_service.protocol.http_read import BodyTooLarge, ResponseUnreadable, inflated
+from cds_service.protocol.fhir_knowledge_routes import register_knowledge_routes
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
 BENCH_FLOOR_ENV_VAR = "DENOSUMAB_CDS_BENCH_FLOOR"
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # not in the access log when they answer 200
 
 
 def _json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -108,6 +112,12 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
             g.service_id = (request.view_args or {}).get("service_id")  # in the access log of a 401 too
             authenticate()
 
+    metrics.declare_label_values(service.services, service.kb.topics)
+    service.listeners.append(metrics.record_cards)
+    register_probes(app, service, feedback_receiver.engine)
+    metrics.register_metrics_route(app, settings, authenticate)
+    register_knowledge_routes(app, service.kb, settings.public_base_url)
+
     openapi = openapi_document(service.services)
 
     @app.get("/openapi.json")
@@ -173,15 +183,24 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
 
     @app.after_request
     def access_log(response: Response):
-        if request.method == "OPTIONS":
-            return response
         outcome = g.get("outcome")
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
         fields = {
             "method": request.method,
             "path": request.path,
             "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1),
+            "duration_ms": round(seconds * 1000, 1),
         }
+        if request.path in QUIET_PATHS and response.status_code == 200:
+            return response  # a probe or scrape every few seconds: only its failures are news
+        if request.method == "OPTIONS":
+            # A browser client's CORS preflight: a wrong URL or origin shows here, or nowhere.
+            fields.update(preflight=True, origin=(request.headers.get("Origin") or "")[:256] or None)
+        else:
+            metrics.record_request(request.path, response.status_code, seconds)
+        caller = g.get("caller")
+        if caller is not None and caller.iss is not None:
+            fields.update(iss=caller.iss, tenant=caller.tenant)
         if g.get("service_id") is not None:
             fields["service"] = g.service_id
         if outcome is not None:

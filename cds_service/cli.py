@@ -14,7 +14,8 @@ from pathlib import Path
 from cds_service.config import ConfigError, load_settings
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
-from cds_service.logs import configure_logging
+from cds_service.logs import configure_logging, gunicorn_logconfig
+from cds_service.ops.multiprocess import gunicorn_metrics_hooks, start_multiprocess_metrics
 from cds_service.record.dates import parse_day_or_time
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ def gunicorn_options(settings) -> dict:
         "threads": settings.threads,
         "timeout": 30,
         "accesslog": None,  # our own JSON line per call replaces it (no query strings)
+        "logconfig_dict": gunicorn_logconfig(),  # gunicorn's own lines as JSON too
+        "logger_class": "cds_service.workers.ServiceLogger",
         "max_requests": settings.max_requests,
         # Workers started together would otherwise all restart at the same moment.
         "max_requests_jitter": settings.max_requests // 10,
@@ -43,11 +46,17 @@ def gunicorn_options(settings) -> dict:
 
 
 def _serve(args) -> int:
+    settings = load_settings(args.config)  # a configuration mistake stops here, before anything starts
+    from cds_service.config import unsupported_store_url
+    from cds_service.store.ledger import store_url
+
+    if problem := unsupported_store_url(store_url(settings)):  # also a $DENOSUMAB_CDS_STORE_URL
+        raise ConfigError(f"store.url: {problem}")
+    metrics_dir = start_multiprocess_metrics()  # before prometheus_client is imported (by the app)
     from gunicorn.app.base import BaseApplication
 
     from cds_service.app import create_app
 
-    settings = load_settings(args.config)
     overrides = {}
     if args.host:
         overrides["host"] = args.host
@@ -73,6 +82,8 @@ def _serve(args) -> int:
             for name, value in gunicorn_options(settings).items():
                 self.cfg.set(name, value)
             self.cfg.set("post_fork", post_fork)
+            for name, hook in gunicorn_metrics_hooks(metrics_dir).items():
+                self.cfg.set(name, hook)
 
         def load(self):
             return app
@@ -227,6 +238,12 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _knowledge_export(args) -> int:
+    from cds_service.knowledge.fhir_export import run_export
+
+    return run_export(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="denosumab-cds", description=__doc__)
     parser.add_argument("--version", action=_VersionAction)
@@ -264,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", metavar="PATH",
                         help="also write a bar chart of outcomes by topic: PATH.html (page with chart and table) or PATH.svg")
     report.set_defaults(handler=_report)
+    knowledge = commands.add_parser("knowledge", help="the knowledge base in other forms")
+    knowledge_commands = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    export = knowledge_commands.add_parser("export", help="write the knowledge base as FHIR R4 resources (validated)")
+    export.add_argument("--fhir", required=True, metavar="DIR",
+                        help="folder to write the ValueSet, CodeSystem, PlanDefinition and Library JSON files to")
+    export.set_defaults(handler=_knowledge_export)
     return parser
 
 

@@ -29,6 +29,7 @@ from cds_service.config import Settings
 from cds_service.errors import CdsError, Issue
 from cds_service.protocol.auth import Caller
 from cds_service.storable import unstorable
+from cds_service.ops.metrics import record_store_error
 from cds_service.store.ledger import open_store
 from cds_service.store.schema import feedback, insert_if_absent, issued_card, issued_suggestion, utc_now
 
@@ -235,6 +236,7 @@ class FeedbackReceiver:
         except (OperationalError, InterfaceError) as error:
             # Store down or locked past the busy timeout. A resend is safe (idempotent), so say so.
             logger.error("feedback store unavailable (%s)", type(error).__name__)
+            record_store_error("feedback-write")
             raise CdsError(
                 503,
                 (Issue("Feedback cannot be stored right now; send it again later (a resend is never counted twice).", code="transient"),),

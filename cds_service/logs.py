@@ -13,6 +13,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ACCESS_LOGGER = "cds_service.access"
+# gunicorn's own lines whose arguments are the server's (pids, signals, its version, the bound
+# address), never a request's. Any other gunicorn line is logged as its template alone: its
+# arguments can quote a request line or header, e.g. "Error handling request %s" with the URI.
+GUNICORN_MESSAGES_WITH_SAFE_ARGUMENTS = frozenset({
+    "Starting gunicorn %s",
+    "Listening at: %s (%s)",
+    "Listening at: %s",
+    "Using worker: %s",
+    "Booting worker with pid: %s",
+    "Worker exiting (pid: %s)",
+    "Handling signal: %s",
+    "Hang up: %s",
+    "Shutting down: %s",
+    "Reason: %s",
+    "Worker (pid:%s) exited with code %s.",
+    "Worker (pid:%s) was sent %s!",
+    "Worker (pid:%s) was sent %s! Perhaps out of memory?",
+    "WORKER TIMEOUT (pid:%s)",
+    "Connection in use: %s",
+    "Can't connect to %s",
+    "Unhandled signal: %s",
+    "Ignoring unknown signal: %s",
+    "Control socket listening at %s",
+})
+
+
+def _message(record: logging.LogRecord) -> str:
+    from_gunicorn = record.name.startswith("gunicorn.")
+    if from_gunicorn and record.args and record.msg not in GUNICORN_MESSAGES_WITH_SAFE_ARGUMENTS:
+        return str(record.msg)  # the template, without the arguments
+    return record.getMessage()
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +53,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,  # which worker: gunicorn runs several
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -43,6 +74,25 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # urllib3 logs full request URLs at DEBUG, which carry patient ids in query strings.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a Python warning is a log line too, not free text on stderr
+
+
+def gunicorn_logconfig(level: str = "INFO") -> dict:
+    """gunicorn's `logconfig_dict`: its own loggers (start, signals, worker exits, tracebacks) write
+    through JsonFormatter too, so that every line on stderr is one JSON object."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,  # the service's loggers were made before gunicorn configures
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
+        },
+    }
 
 
 def log_call(**fields) -> None:

@@ -32,6 +32,7 @@ from cds_service.cards.model import INDICATOR_ORDER
 from cds_service.config import ConfigError, Settings
 from cds_service.knowledge import Knowledge, KnowledgeError
 from cds_service.knowledge.loader import OverrideReason, suppression_period
+from cds_service.ops.metrics import record_store_error, record_suppressed
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.request import HookRequest
 from cds_service.record.model import PatientRecord
@@ -192,6 +193,7 @@ class CardGate:
             overrides = self.ledger.recent_overrides(patient_hash, {c.topic for c in issued}, as_of - self.policy.lookback)
         except SQLAlchemyError as error:
             logger.error("suppression look-up failed (%s); no card suppressed", type(error).__name__)
+            record_store_error("suppression-lookup")
             overrides = []
         regimen_cache: list = []
 
@@ -207,6 +209,7 @@ class CardGate:
                 for past in overrides
             ):
                 statuses[card.card_uuid] = "suppressed"
+                record_suppressed(card.topic)
             elif self.policy.is_silent(card.topic):
                 statuses[card.card_uuid] = "silent"
         shown = response
@@ -231,4 +234,5 @@ class CardGate:
         except SQLAlchemyError as error:
             # The type only: driver messages can quote the row values. The cards still go out.
             logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(issued))
+            record_store_error("ledger-write")
         return shown

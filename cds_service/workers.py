@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
@@ -73,6 +74,14 @@ class OutcomeSyncWorker(_OperationOutcomeErrors, SyncWorker):
 
 class OutcomeThreadWorker(_OperationOutcomeErrors, ThreadWorker):
     """gunicorn's `gthread` worker, with OperationOutcome answers to malformed HTTP."""
+
+
+class ServiceLogger(Logger):
+    """gunicorn's logger without its access line: the service writes its own JSON line per call
+    (cds_service.logs), without query strings; gunicorn's would quote the request line."""
+
+    def access(self, resp, req, environ, request_time):
+        pass
 
 
 # gunicorn's name of each kind of worker -> ours (a gunicorn `worker_class` setting)

@@ -14,7 +14,7 @@ from cds_service.config import Settings
 class Caller:
     iss: str | None  # None when JWT is off
     fhir_servers: tuple[str, ...]  # FHIR bases this caller may send as fhirServer
-    tenant: str | None = None  # the registered client's tenant, when its entry names one
+    tenant: str | None = None  # the EHR's tenant: its signed token's `tenant` claim, else the registered client's
 
 
 def anonymous_caller(settings: Settings) -> Caller:

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 
 from cds_service.config import DEFAULT_FHIR_MAX_RESPONSE_BYTES
+from cds_service.ops.metrics import record_fhir_queries
 from cds_service.protocol.bundles import bundle_resources, next_link
 from cds_service.protocol.http_read import ReadBudget, bounded_session, read_json_response
 
@@ -130,6 +131,7 @@ class FhirClient:
         for future in pending:
             future.cancel()
             results[futures[future]] = FetchResult(error="no answer before the deadline", requests_made=1)
+        record_fhir_queries(results.values())
         return results
 
 

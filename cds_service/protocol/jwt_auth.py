@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.config import ClientConfig, ConfigError, Settings
 from cds_service.errors import CdsError, Issue, unauthorized
 from cds_service.storable import unstorable
+from cds_service.ops.metrics import record_jwt_rejected, record_store_error
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.http_read import ResponseUnreadable, bounded_session, read_json_response
 from cds_service.protocol.replay import MAX_ISS_LENGTH, MAX_JTI_LENGTH, RecentTokens, ReplayGuard
@@ -64,7 +65,26 @@ REPLAY_STORE_RETRY_AFTER_SECONDS = 5
 TIME_CLAIMS = ("exp", "iat", "nbf")
 EARLIEST_TIME_CLAIM = 946_684_800  # 2000-01-01T00:00:00Z
 LATEST_TIME_CLAIM = 4_102_444_800  # 2100-01-01T00:00:00Z
+MAX_LOGGED_CLAIM_CHARS = 256  # a claim written to the log (token aud, tenant) is cut to this
+MAX_LOGGED_AUDIENCES = 5
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def _token_audience(authorization: str | None):
+    """The `aud` the rejected token names (unverified; for the log, next to the expected one):
+    a string or a list of strings, each cut to a bounded length; None when there is none to read."""
+    token = (authorization or "").strip().partition(" ")[2].strip()
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.InvalidTokenError:
+        return None
+    if isinstance(aud, str):
+        return aud[:MAX_LOGGED_CLAIM_CHARS]
+    if isinstance(aud, list):
+        return [a[:MAX_LOGGED_CLAIM_CHARS] for a in aud[:MAX_LOGGED_AUDIENCES] if isinstance(a, str)]
+    return None
 
 
 class TokenRejected(Exception):
@@ -222,10 +242,12 @@ class JwtVerifier:
         try:
             return self._verify(authorization, audience)
         except TokenRejected as rejection:
-            logger.warning(
-                "JWT rejected",
-                extra={"fields": {"reason": rejection.reason, "iss": rejection.iss, "aud": audience}},
-            )
+            record_jwt_rejected(rejection.reason)
+            fields = {
+                "reason": rejection.reason, "iss": rejection.iss,
+                "aud": _token_audience(authorization), "expected_aud": audience,  # what the token says, what was called
+            }
+            logger.warning("JWT rejected", extra={"fields": fields})
             raise unauthorized() from None
 
     def _verify(self, authorization: str | None, audience: str) -> Caller:
@@ -271,7 +293,9 @@ class JwtVerifier:
         if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH or unstorable(jti):
             raise TokenRejected("jti is not a string of 1 to 256 characters", iss)
         self._check_first_use(client.iss, jti, claims["exp"])
-        return Caller(iss=client.iss, fhir_servers=client.fhir_servers, tenant=client.tenant)
+        tenant = claims.get("tenant")
+        tenant = tenant if isinstance(tenant, str) and len(tenant) <= MAX_LOGGED_CLAIM_CHARS else client.tenant
+        return Caller(iss=client.iss, fhir_servers=client.fhir_servers, tenant=tenant)
 
     @staticmethod
     def _bearer_token(authorization: str | None) -> str:
@@ -321,6 +345,7 @@ class JwtVerifier:
                 "replay store unavailable: replay protection degraded to this worker's own memory of recent tokens",
                 extra={"fields": {"problem": type(exc).__name__}},
             )
+            record_store_error("replay-check")
             first = self.recent_tokens.first_use(iss, jti, expires_at, int(time.time()))
             if first is None:
                 raise CdsError(

@@ -178,6 +178,19 @@ def test_real_answers_match_the_description(document, jwt_client, jwt_app, ehr_k
     check(hook, "POST", jwt_client.post(ORDER_SIGN, json=baseline_request(), headers=signed(ORDER_SIGN)))
     check(fb, "POST", jwt_client.post(FEEDBACK, json=feedback, headers=signed(FEEDBACK)))
 
+    # The operations and knowledge routes (cds_service/ops, protocol/fhir_knowledge_routes.py).
+    check("/healthz", "GET", jwt_client.get("/healthz"))
+    check("/readyz", "GET", jwt_client.get("/readyz"))
+    check("/metrics", "GET", jwt_client.get("/metrics"))
+    knowledge = "/fhir/{resource_type}/{resource_id}"
+    check(knowledge, "GET", jwt_client.get("/fhir/ValueSet/hypocalcemia"))
+    check(knowledge, "GET", jwt_client.get("/fhir/PlanDefinition/no-such-topic"))
+    check("/fhir/{resource_type}", "GET", jwt_client.get("/fhir/CodeSystem?url=https://denosumab-cds.org/fhir/CodeSystem/card-topic"))
+    check("/fhir/{resource_type}", "GET", jwt_client.get("/fhir/Observation"))
+    check("/fhir/metadata", "GET", jwt_client.get("/fhir/metadata"))
+    jwt_app.extensions["denosumab_cds_feedback"].engine.raw_connection = store_down
+    check("/readyz", "GET", jwt_client.get("/readyz"))
+
     documented = {
         (path, method, status)
         for path, item in document["paths"].items()

@@ -89,7 +89,7 @@ class Server:
             try:
                 lines.append(json.loads(line))
             except ValueError:
-                pass  # gunicorn's own start-up lines are not JSON
+                pass  # none should be (test_the_log_names_the_ehr_... counts them)
         return lines
 
     def access_lines(self) -> list[dict]:
@@ -273,3 +273,21 @@ def test_hostile_bodies_never_take_a_worker_down(server, ehr):
     log = server.log_path.read_text()
     assert log.count("Booting worker") == 2, "a worker was restarted"
     assert '"level":"ERROR"' not in log
+
+
+def test_the_log_names_the_ehr_on_each_call_and_both_audiences_on_a_rejection(server, ehr):
+    key = ehr[0]
+    before = len(server.log_lines())
+    assert call(server, key, "GET", "/cds-services").status_code == 200
+    other = "https://cds.hospital.example/other/cds-services"
+    assert call(server, key, "GET", "/cds-services", key.sign(claims_for(other))).status_code == 401
+    scrape = requests.get(server.url + "/metrics", timeout=10)  # no JWT: [metrics] require_jwt is off by default
+    assert scrape.status_code == 200 and 'denosumab_cds_jwt_rejected_total{reason="audience"}' in scrape.text
+    lines = server.log_lines()[before:]
+    accepted, refused = [line for line in lines if line.get("logger") == "cds_service.access"]
+    assert (accepted["status"], accepted["iss"]) == (200, EHR_ISS)
+    assert refused["status"] == 401 and "iss" not in refused  # an unverified caller is not named as one
+    (rejection,) = [line for line in lines if line.get("message") == "JWT rejected"]
+    assert (rejection["aud"], rejection["expected_aud"]) == (other, PUBLIC_BASE_URL + "/cds-services")
+    # Every line is JSON, gunicorn's start-up lines included.
+    assert len(server.log_lines()) == len(server.log_path.read_text().splitlines())
