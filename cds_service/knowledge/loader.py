@@ -6,7 +6,8 @@ The seeds directory holds reviewed data only (no code):
 * ``valuesets.toml``      — the index: title, description, sources, notes per value set;
 * ``medication-names.csv`` — lower-case names of *uncoded* medications -> value set;
 * ``thresholds.toml``     — every number the rules use, each with unit and source sentence;
-* ``topics.toml``         — the card catalog as data.
+* ``topics.toml``         — the card catalog as data;
+* ``sources.toml``        — the documents the cards cite (stable ids, URL, how the URL was checked).
 
 Matching semantics
 ------------------
@@ -247,6 +248,20 @@ class Topic:
     citation: str
     source_url: str | None
     override_reasons: tuple[OverrideReason, ...]
+    sources: tuple[str, ...] = ()  # ids in sources.toml, primary sources first
+
+
+@dataclass(frozen=True)
+class Source:
+    """A document a card cites: a label, guideline or standard (primary) or the seed (secondary)."""
+
+    id: str
+    title: str
+    url: str | None
+    primary: bool
+    verified: bool
+    verification: str  # how the URL and its identifiers (DOI, SPL set id) were checked
+    revision: str | None = None  # label revision / edition the citation refers to
 
 
 @dataclass(frozen=True)
@@ -269,6 +284,7 @@ class Knowledge:
     _index: Mapping[tuple[str, str], frozenset[str]] = field(repr=False, compare=False)
     _names: Mapping[tuple[str, ...], frozenset[str]] = field(repr=False, compare=False)
     _max_name_words: int = field(default=0, repr=False, compare=False)
+    sources: Mapping[str, "Source"] = field(default_factory=dict)  # sources.toml, by id
     # A concept's codings as they arrive -> their value sets: a long history repeats the same few
     # dozen codes (a lab catalogue is the same for every patient), and normalising each costs more
     # than looking it up. Bounded; cleared when full.
@@ -574,14 +590,15 @@ def _load_thresholds(seeds: Path, overrides: Mapping[str, object] | None) -> dic
 
 
 def _load_topics(
-    seeds: Path, value_sets: Mapping[str, ValueSet], thresholds: Mapping[str, Threshold]
+    seeds: Path, value_sets: Mapping[str, ValueSet], thresholds: Mapping[str, Threshold],
+    sources: Mapping[str, Source],
 ) -> dict[str, Topic]:
     path = seeds / "topics.toml"
     data, text = _read_toml(path)
     tables = _tables(data, "topics", path)
     allowed = {
         "display", "triggers", "when", "indicators", "thresholds", "valuesets",
-        "citation", "source_url", "override_reasons",
+        "citation", "source_url", "override_reasons", "sources",
     }
     topics: dict[str, Topic] = {}
     for code, table in tables.items():
@@ -606,6 +623,10 @@ def _load_topics(
         source_url = _require_str(table, "source_url", where, optional=True)
         if source_url is not None and not source_url.startswith(("https://", "http://")):
             raise KnowledgeError(f"{where}: source_url must be an http(s) URL")
+        cited = _require_str_list(table, "sources", where, allow_empty=True) if "sources" in table else ()
+        unknown_sources = [s for s in cited if s not in sources]
+        if unknown_sources:
+            raise KnowledgeError(f"{where}: topic {code!r} cites unknown sources {unknown_sources} (sources.toml)")
         reasons_raw = table.get("override_reasons")
         if not isinstance(reasons_raw, list) or not reasons_raw:
             raise KnowledgeError(f"{where}: 'override_reasons' must be a non-empty array of tables")
@@ -631,8 +652,44 @@ def _load_topics(
             citation=_require_str(table, "citation", where),
             source_url=source_url,
             override_reasons=tuple(reasons),
+            sources=cited,
         )
     return topics
+
+
+def _load_sources(seeds: Path) -> dict[str, Source]:
+    """sources.toml: one [sources.<id>] table per cited document (optional file)."""
+    path = seeds / "sources.toml"
+    if not path.exists():
+        return {}
+    data, text = _read_toml(path)
+    tables = _tables(data, "sources", path)
+    sources: dict[str, Source] = {}
+    for source_id, table in tables.items():
+        where = _where(path, _line_of(text, f"[sources.{source_id}]"))
+        if not _NAME_RE.match(source_id):
+            raise KnowledgeError(f"{where}: source id {source_id!r} must be lower-kebab-case")
+        if not isinstance(table, dict):
+            raise KnowledgeError(f"{where}: [sources.{source_id}] must be a table")
+        _check_keys(table, {"title", "url", "primary", "verified", "verification", "revision"}, where)
+        url = _require_str(table, "url", where, optional=True)
+        if url is not None and not url.startswith("https://"):
+            raise KnowledgeError(f"{where}: url must be an https URL")
+        for flag in ("primary", "verified"):
+            if not isinstance(table.get(flag), bool):
+                raise KnowledgeError(f"{where}: '{flag}' must be true or false")
+        if table["primary"] and url is None:
+            raise KnowledgeError(f"{where}: a primary source needs a url")
+        sources[source_id] = Source(
+            id=source_id,
+            title=_require_str(table, "title", where),
+            url=url,
+            primary=table["primary"],
+            verified=table["verified"],
+            verification=_require_str(table, "verification", where),
+            revision=_require_str(table, "revision", where, optional=True),
+        )
+    return sources
 
 
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
@@ -641,7 +698,8 @@ def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
     value_sets = _load_value_sets(seeds)
     med_names = _load_medication_names(seeds, value_sets)
     thresholds = _load_thresholds(seeds, overrides)
-    topics = _load_topics(seeds, value_sets, thresholds)
+    sources = _load_sources(seeds)
+    topics = _load_topics(seeds, value_sets, thresholds, sources)
 
     index: dict[tuple[str, str], set[str]] = {}
     for vs in value_sets.values():
@@ -656,6 +714,7 @@ def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
         thresholds=MappingProxyType(dict(sorted(thresholds.items()))),
         topics=MappingProxyType(topics),
         medication_names=med_names,
+        sources=MappingProxyType(sources),
         _index=MappingProxyType({k: frozenset(v) for k, v in index.items()}),
         _names=MappingProxyType({k: frozenset(v) for k, v in names.items()}),
         _max_name_words=max((len(k) for k in names), default=0),
