@@ -529,9 +529,13 @@ def order_codings(ctx: RuleContext, order_set: str) -> tuple[Coding, ...]:
     return tuple(Coding(c.system, c.code, c.display) for c in ctx.kb.value_set(order_set).codings)
 
 
-def lab_order_actions(ctx: RuleContext, order_set: str, *, reason: str, note: str | None = None) -> tuple[Action, ...]:
-    """One draft lab ServiceRequest per test of `order_set`, for this patient and encounter."""
-    category = order_codings(ctx, "laboratory-service-category")[0]
+def lab_order_actions(
+    ctx: RuleContext, order_set: str, *, reason: str, note: str | None = None,
+    category_set: str = "laboratory-service-category",
+) -> tuple[Action, ...]:
+    """One draft ServiceRequest per test of `order_set` (a lab test, or an imaging study with
+    category_set "imaging-service-category"), for this patient and encounter."""
+    category = order_codings(ctx, category_set)[0]
     return tuple(
         Action(
             type="create",
