@@ -81,14 +81,14 @@ def _detail(ctx: RuleContext, advanced_ckd: tuple[str, ...]) -> str:
         "before the dose: check serum calcium, with albumin to correct it, before giving denosumab."
     )
     if advanced_ckd:
-        weekly = common.fmt_number(ctx.threshold("calcium_monitoring_advanced_ckd_weekly_interval_days"))
+        weekly = common.fmt_interval(ctx.threshold("calcium_monitoring_advanced_ckd_weekly_interval_days"))
         phase = common.fmt_number(ctx.threshold("calcium_monitoring_advanced_ckd_weekly_phase_days"))
-        monthly = common.fmt_number(ctx.threshold("calcium_monitoring_advanced_ckd_monthly_interval_days"))
+        monthly = common.fmt_interval(ctx.threshold("calcium_monitoring_advanced_ckd_monthly_interval_days"))
         text += (
             "\n\n**Advanced chronic kidney disease:**\n"
             + "\n".join(f"- {line}" for line in advanced_ckd)
             + "\n\nLabel schedule in advanced CKD: monitor serum calcium **weekly for the first month after "
-            f"the dose** (every {weekly} days for {phase} days), **then monthly** (every {monthly} days), "
+            f"the dose** ({weekly} for {phase} days), **then monthly** ({monthly}), "
             "with adequate calcium and activated vitamin D."
         )
     return text

@@ -132,7 +132,8 @@ def _detail(
 def supplement_suggestion(ctx: RuleContext, order_set: str, reason: str) -> Suggestion:
     """Order the supplement of `order_set` with its instructions and timing (seeds/valuesets.toml)."""
     action = common.medication_order_action(ctx, order_set, reason=reason)
-    return Suggestion(label=action.description, actions=(action,))
+    # The label names the product; the instructions are on the order itself (labels stay under 80 characters).
+    return Suggestion(label=action.description.split(": ", 1)[0], actions=(action,))
 
 
 def calcium_suggestion(ctx: RuleContext) -> Suggestion:

@@ -147,7 +147,7 @@ def cancel_suggestions(orders) -> tuple[Suggestion, ...]:
         suggestion
         for order in orders
         if (suggestion := common.cancel_orders_suggestion(
-            (order,), f"Cancel {order.name} to re-enter it at the regimen's dose and interval"))
+            (order,), "Cancel this order to re-enter it at the regimen's dose and interval"))
     )
 
 

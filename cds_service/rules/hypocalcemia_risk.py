@@ -71,7 +71,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if advanced_ckd:
         detail += "\n\n" + _advanced_ckd_steps(ctx)
         suggestion = Suggestion(
-            label="Order the CKD-MBD evaluation (intact PTH, calcium, 25-OH and 1,25-(OH)2 vitamin D)",
+            label="Order CKD-MBD tests: intact PTH, calcium, 25-OH and 1,25-(OH)2 vitamin D",
             actions=common.lab_order_actions(
                 ctx, "ckd-mbd-evaluation-order", reason="CKD-MBD evaluation before denosumab in advanced CKD"
             ),
@@ -79,7 +79,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     else:
         detail += "\n\n" + _predisposed_steps(ctx)
         suggestion = Suggestion(
-            label=f"Order calcium, albumin, phosphate and magnesium for {_post_dose_days(ctx)} after the injection",
+            label=f"Order calcium, albumin, phosphate, magnesium for {_post_dose_days(ctx)} after the dose",
             actions=common.lab_order_actions(
                 ctx, "post-dose-mineral-check-order", reason="Mineral check after denosumab in a patient predisposed to hypocalcemia",
                 note=f"Draw {_post_dose_days(ctx)} after the denosumab injection.",
