@@ -59,7 +59,7 @@ def has_dental_exam_since(ctx: RuleContext, since: datetime) -> bool:
 
 def recent_invasive_dental_procedures(ctx: RuleContext) -> tuple[ProcedureEntry, ...]:
     return tuple(common.completed_procedures(
-        ctx, "invasive-dental-procedure", ctx.days_before("invasive_dental_healing_days")
+        ctx, "invasive-dental-procedure", recency.window_start_day(ctx, "invasive_dental_healing_days")
     ))
 
 
@@ -138,8 +138,8 @@ def _detail(ctx, initiating, last, invasive, no_exam_before_start, exam_overdue_
             + "; ".join(f"{p.name} on {common.fmt_date(p.performed)}" for p in invasive)
         )
         todo.append(
-            "Give denosumab only once the site has healed (the seed advises waiting 2-4 weeks after invasive "
-            "dental work); confirm healing with the dentist."
+            "Give denosumab only once the site has healed: AAOMS 2022 advises starting once the site has "
+            "mucosalised (about 14-21 days; the seed says 2-4 weeks). Confirm healing with the dentist."
         )
     if no_exam_before_start:
         since = common.fmt_date(ctx.days_before("dental_exam_initiation_lookback_days"))

@@ -69,7 +69,7 @@ def test_a_dental_referral_is_not_an_examination():
 
 # --- invasive dental work --------------------------------------------------------------------
 
-@pytest.mark.parametrize("days, expected", [(5, "warning"), (13, "warning"), (15, None), (40, None)])
+@pytest.mark.parametrize("days, expected", [(5, "warning"), (13, "warning"), (14, "warning"), (14.5, "warning"), (15, None), (40, None)])
 def test_invasive_dental_procedure_within_fourteen_days(days, expected):
     on_therapy = [prolia_administration(days=150), exam(60)]
     assert indicator(*on_therapy, procedure(*EXTRACTION, days=days)) == expected

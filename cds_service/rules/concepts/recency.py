@@ -27,6 +27,13 @@ def is_within(ctx: RuleContext, condition: ConditionEntry, window_threshold: str
     return when is None or when.date() >= ctx.days_before(window_threshold).date()
 
 
+def window_start_day(ctx: RuleContext, window_threshold: str) -> datetime:
+    """The first calendar day of a look-back window, from its midnight: a record dated on that day
+    counts whatever its time (an extraction "14 days ago" at 8 am is inside a 14-day window)."""
+    start = ctx.days_before(window_threshold)
+    return start.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def current_diagnoses(ctx: RuleContext, concept: str, window_threshold: str) -> tuple[ConditionEntry, ...]:
     """Active diagnoses of `concept` whose onset (else recorded date) lies within the window."""
     return tuple(c for c in common.active_conditions(ctx, concept) if is_within(ctx, c, window_threshold))
