@@ -24,7 +24,9 @@ from cds_service.rules.concepts import recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "active-infection"
-NEEDS = frozenset({"conditions", "medications"})
+# Medications only tell initiation from therapy (warning vs info): without them the card still
+# shows, as the more cautious warning, so they are not a need.
+NEEDS = frozenset({"conditions"})
 
 # Value set -> the look-back window (threshold name) its diagnoses count for.
 INFECTION_WINDOWS = {

@@ -28,7 +28,9 @@ from cds_service.rules.concepts import recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "atypical-femoral-fracture"
-NEEDS = frozenset({"conditions", "medications", "procedures"})
+# Procedures (femur imaging) are an absence the pain finding declares (rests_on_absence), not a
+# need: a fracture on record must show even when procedures could not be read.
+NEEDS = frozenset({"conditions", "medications"})
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
