@@ -86,3 +86,29 @@ def test_intervals_are_written_in_calendar_words(days, words):
     from cds_service.rules.common import fmt_interval
 
     assert fmt_interval(days) == words
+
+
+STANDARD_SYSTEMS = {
+    "http://loinc.org", "http://snomed.info/sct", "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "http://www.ama-assn.org/go/cpt",
+}
+
+
+def _created(responses):
+    for name, card in _cards(responses):
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion.get("actions", []):
+                if action["type"] in ("create", "update"):
+                    yield name, card["source"]["topic"]["code"], action["resource"]
+
+
+def test_every_suggested_order_validates_as_fhir_r4_and_carries_a_standard_code(responses):
+    from fhir.resources.R4B import get_fhir_model_class
+
+    created = list(_created(responses))
+    assert {"pregnancy", "atypical-femoral-fracture", "dental-clearance"} <= {topic for _, topic, _ in created}
+    for name, topic, resource in created:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)  # raises when not valid R4
+        concept = resource.get("code") or resource.get("medicationCodeableConcept") or {}
+        systems = {coding.get("system") for coding in concept.get("coding", []) if coding.get("code")}
+        assert systems & STANDARD_SYSTEMS, (name, topic, concept)
