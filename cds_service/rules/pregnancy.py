@@ -263,7 +263,8 @@ def equivocal_finding(ctx: RuleContext, lab: LabResult) -> Finding:
     )
     if pituitary:
         detail += (
-            "From age 45 a low hCG **may be pituitary hCG** (perimenopause) rather than pregnancy: "
+            f"From age {common.fmt_number(ctx.threshold('pituitary_hcg_age_min_years'))} a low hCG "
+            "**may be pituitary hCG** (perimenopause) rather than pregnancy: "
             "repeat the test, or check FSH, before the dose."
         )
     else:
