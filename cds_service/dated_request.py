@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 # FHIR date and dateTime with at least a full day (YYYY-MM-DD[Thh:mm[:ss[.s]][zone]]).
 _FULL_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})(T.*)?$")
@@ -19,19 +19,21 @@ _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 _DATE_ELEMENTS = re.compile(r"(Date|DateTime|date|Instant|^start|^end|^issued|^authoredOn|^whenHandedOver|^whenPrepared)$")
 
 
-def shift_dates(document, by: timedelta, key: str | None = None):
+def shift_dates(document, by: timedelta, days: int | None = None, key: str | None = None):
     """A copy of `document` (parsed JSON) with every FHIR date-time moved by `by`, and every date
-    by as many days as the day of `by`'s end moves (so a result of the morning stays in the past)."""
+    (a day without a time) by `days` — by default `by`'s whole days; `request_dated` gives the
+    number of calendar days its moment moves, so a date stays as many days before it."""
+    days = by.days if days is None else days
     if isinstance(document, dict):
-        return {k: shift_dates(v, by, k) for k, v in document.items()}
+        return {k: shift_dates(v, by, days, k) for k, v in document.items()}
     if isinstance(document, list):
-        return [shift_dates(item, by, key) for item in document]
+        return [shift_dates(item, by, days, key) for item in document]
     if isinstance(document, str):
-        return _shift_text(document, by, key)
+        return _shift_text(document, by, days, key)
     return document
 
 
-def _shift_text(text: str, by: timedelta, key: str | None) -> str:
+def _shift_text(text: str, by: timedelta, days: int, key: str | None) -> str:
     full = _FULL_DATE.match(text)
     if full:
         try:
@@ -40,12 +42,12 @@ def _shift_text(text: str, by: timedelta, key: str | None) -> str:
         except ValueError:  # not a real day or time (2026-02-30): leave it as sent
             return text
         if moment is None:
-            return (day + timedelta(days=by.days)).isoformat()
+            return (day + timedelta(days=days)).isoformat()
         return _format_like(moment + by, text)
     partial = _PARTIAL_DATE.match(text)
     if partial and key and _DATE_ELEMENTS.search(key):
         year, month = int(partial.group(1)), int(partial.group(2) or 7)  # mid-year for a bare year
-        moved = date(year, month, 15) + timedelta(days=by.days)
+        moved = date(year, month, 15) + timedelta(days=days)
         return f"{moved.year:04d}-{moved.month:02d}" if partial.group(2) else f"{moved.year:04d}"
     return text
 
@@ -62,7 +64,9 @@ def _format_like(moment: datetime, original: str) -> str:
 def request_dated(scenario: dict, moment: datetime) -> dict:
     """The scenario's request with its dates moved so that its `asOf` becomes `moment`, and a new
     hookInstance (each sent request is a new call)."""
-    by = moment - datetime.fromisoformat(scenario["asOf"])
-    request = shift_dates(scenario["request"], by)
+    as_of = datetime.fromisoformat(scenario["asOf"])
+    by = moment - as_of
+    days = (moment.astimezone(timezone.utc).date() - as_of.astimezone(timezone.utc).date()).days
+    request = shift_dates(scenario["request"], by, days)
     request["hookInstance"] = str(uuid.uuid4())
     return request

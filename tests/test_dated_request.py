@@ -74,7 +74,9 @@ def _fixture_request(*args: str) -> dict:
 def test_the_command_prints_the_request_moved_to_the_moment_given():
     original = load_scenario(README_FIXTURE)
     request = _fixture_request(str(README_FIXTURE), "--as-of", "2027-06-01T12:00:00Z")
-    moved = shift_dates(original["request"], datetime.fromisoformat("2027-06-01T12:00:00+00:00") - datetime.fromisoformat(original["asOf"]))
+    as_of, moment = datetime.fromisoformat(original["asOf"]), datetime.fromisoformat("2027-06-01T12:00:00+00:00")
+    # date-times move by the exact difference, dates by the calendar days between the two moments
+    moved = shift_dates(original["request"], moment - as_of, (moment.date() - as_of.date()).days)
     assert request["hookInstance"] != original["request"]["hookInstance"]
     assert request == {**moved, "hookInstance": request["hookInstance"]}
 

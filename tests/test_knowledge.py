@@ -482,7 +482,8 @@ def test_topic_contents(kb):
     }
     assert "calcium_total_lower_limit_mg_dl" in kb.topics["hypocalcemia"].thresholds
     assert "calcimimetic" in kb.topics["hypocalcemia-risk"].valuesets
-    assert kb.topics["hypocalcemia-risk"].source_url.startswith("https://www.fda.gov/")
+    # the boxed warning is cited from the label itself, not from an agency announcement (catalog v2)
+    assert kb.topics["hypocalcemia-risk"].source_url == kb.sources["prolia-pi"].url
 
 
 def test_every_threshold_and_value_set_is_used(kb):
@@ -559,10 +560,10 @@ BROKEN = {
         'comment = "Catalog, topic pediatric:'), "thresholds.toml"),
     "threshold not a number": (lambda d: _replace(d / "thresholds.toml", "value = 18\n", 'value = "18"\n'), "finite number"),
     "topic with unknown threshold": (lambda d: _replace(
-        d / "topics.toml", 'thresholds = ["pediatric_age_below_years"]', 'thresholds = ["pediatric_age_below"]'),
+        d / "topics.toml", 'thresholds = ["femoral_pain_lookback_days"]', 'thresholds = ["femoral_pain_lookback"]'),
         "unknown threshold"),
     "topic with unknown value set": (lambda d: _replace(
-        d / "topics.toml", 'valuesets = ["active-infection"]', 'valuesets = ["active-infections"]'),
+        d / "topics.toml", 'valuesets = ["active-infection", "long-course-infection"]', 'valuesets = ["active-infections", "long-course-infection"]'),
         "unknown value set"),
     "topic with unknown trigger": (lambda d: _replace(
         d / "topics.toml", 'triggers = ["follow-on-order"]', 'triggers = ["order-sign"]'), "unknown triggers"),
@@ -597,7 +598,8 @@ def test_errors_name_file_and_line(seeds_copy):
 
 
 def test_error_in_toml_names_the_table_line(seeds_copy):
-    _replace(seeds_copy / "topics.toml", 'valuesets = ["active-infection"]', 'valuesets = ["active-infections"]')
+    _replace(seeds_copy / "topics.toml", 'valuesets = ["active-infection", "long-course-infection"]',
+             'valuesets = ["active-infections", "long-course-infection"]')
     text = (seeds_copy / "topics.toml").read_text(encoding="utf-8").splitlines()
     line = next(i for i, l in enumerate(text, 1) if l.strip() == "[topics.active-infection]")
     with pytest.raises(KnowledgeError, match=rf"topics\.toml:{line}:"):

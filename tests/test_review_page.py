@@ -67,9 +67,10 @@ def test_the_primary_sources_have_their_stable_ids():
     }
     for sid, doi in dois.items():
         assert sources[sid].doi == doi
-    for sid in ("prolia-pi-2024", "xgeva-pi", "reclast-pi", "actonel-pi", "fosamax-pi"):
-        assert sources[sid].url.startswith("https://dailymed.nlm.nih.gov/")
-    assert "49e5afe9-a0c7-40c4-af9f-f287a80c5c88" in sources["prolia-pi-2024"].url
+    for sid in ("prolia-pi", "xgeva-pi", "reclast-pi", "actonel-pi", "fosamax-pi"):
+        assert any(url.startswith(("https://dailymed.nlm.nih.gov/", "https://nctr-crs.fda.gov/fdalabel/"))
+                   for url in (sources[sid].url, *sources[sid].also))
+    assert "49e5afe9-a0c7-40c4-af9f-f287a80c5c88" in sources["prolia-pi"].url
     assert {"ctcae-5", "seed", "catalog"} <= set(sources)
 
 

@@ -6,7 +6,8 @@ The seeds directory holds reviewed data only (no code):
 * ``valuesets.toml``      — the index: title, description, sources, notes per value set;
 * ``medication-names.csv`` — lower-case names of *uncoded* medications -> value set;
 * ``thresholds.toml``     — every number the rules use, each with unit and source sentence;
-* ``topics.toml``         — the card catalog as data.
+* ``topics.toml``         — the card catalog as data;
+* ``sources.toml``        — the documents the cards cite (stable ids, URL, how the URL was checked).
 
 Matching semantics
 ------------------
@@ -265,10 +266,24 @@ class Topic:
     citation: str
     source_url: str | None
     override_reasons: tuple[OverrideReason, ...]
+    sources: tuple[str, ...] = ()  # ids in sources.toml, primary sources first
     never_suppress_critical: bool = False  # a critical card of this topic is never hidden by an override's period
 
     def override_reason(self, code: str | None) -> OverrideReason | None:
         return next((reason for reason in self.override_reasons if reason.code == code), None)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A document a card cites: a label, guideline or standard (primary) or the seed (secondary)."""
+
+    id: str
+    title: str
+    url: str | None
+    primary: bool
+    verified: bool
+    verification: str  # how the URL and its identifiers (DOI, SPL set id) were checked
+    revision: str | None = None  # label revision / edition the citation refers to
 
 
 @dataclass(frozen=True)
@@ -291,6 +306,7 @@ class Knowledge:
     _index: Mapping[tuple[str, str], frozenset[str]] = field(repr=False, compare=False)
     _names: Mapping[tuple[str, ...], frozenset[str]] = field(repr=False, compare=False)
     _max_name_words: int = field(default=0, repr=False, compare=False)
+    sources: Mapping[str, "Source"] = field(default_factory=dict)  # sources.toml, by id
     # A concept's codings as they arrive -> their value sets: a long history repeats the same few
     # dozen codes (a lab catalogue is the same for every patient), and normalising each costs more
     # than looking it up. Bounded; cleared when full.
@@ -603,14 +619,15 @@ def _load_thresholds(seeds: Path, overrides: Mapping[str, object] | None) -> dic
 
 
 def _load_topics(
-    seeds: Path, value_sets: Mapping[str, ValueSet], thresholds: Mapping[str, Threshold]
+    seeds: Path, value_sets: Mapping[str, ValueSet], thresholds: Mapping[str, Threshold],
+    sources: Mapping[str, Source],
 ) -> dict[str, Topic]:
     path = seeds / "topics.toml"
     data, text = _read_toml(path)
     tables = _tables(data, "topics", path)
     allowed = {
         "display", "triggers", "when", "indicators", "thresholds", "valuesets",
-        "citation", "source_url", "override_reasons", "never_suppress_critical",
+        "citation", "source_url", "override_reasons", "sources", "never_suppress_critical",
     }
     topics: dict[str, Topic] = {}
     for code, table in tables.items():
@@ -635,6 +652,10 @@ def _load_topics(
         source_url = _require_str(table, "source_url", where, optional=True)
         if source_url is not None and not source_url.startswith(("https://", "http://")):
             raise KnowledgeError(f"{where}: source_url must be an http(s) URL")
+        cited = _require_str_list(table, "sources", where, allow_empty=True) if "sources" in table else ()
+        unknown_sources = [s for s in cited if s not in sources]
+        if unknown_sources:
+            raise KnowledgeError(f"{where}: topic {code!r} cites unknown sources {unknown_sources} (sources.toml)")
         reasons_raw = table.get("override_reasons")
         if not isinstance(reasons_raw, list) or not reasons_raw:
             raise KnowledgeError(f"{where}: 'override_reasons' must be a non-empty array of tables")
@@ -670,6 +691,7 @@ def _load_topics(
             source_url=source_url,
             override_reasons=tuple(reasons),
             never_suppress_critical=_flag(table, "never_suppress_critical", where),
+            sources=cited,
         )
     return topics
 
@@ -707,13 +729,59 @@ def _flag(table: dict, key: str, where: str) -> bool:
     return value
 
 
+_SOURCE_KEYS = {
+    "title", "url", "primary", "verified", "verification", "revision",  # what a card cites
+    "publisher", "date", "doi", "location", "what", "authors", "journal", "label", "also",  # the full reference
+}
+
+
+def _load_sources(seeds: Path) -> dict[str, Source]:
+    """sources.toml: one [sources.<id>] table per cited document (optional file)."""
+    path = seeds / "sources.toml"
+    if not path.exists():
+        return {}
+    data, text = _read_toml(path)
+    # [[legend]] is the review page's (labels older citations use), read by knowledge/review.py.
+    tables = _tables({k: v for k, v in data.items() if k != "legend"}, "sources", path)
+    sources: dict[str, Source] = {}
+    for source_id, table in tables.items():
+        where = _where(path, _line_of(text, f"[sources.{source_id}]"))
+        if not _NAME_RE.match(source_id):
+            raise KnowledgeError(f"{where}: source id {source_id!r} must be lower-kebab-case")
+        if not isinstance(table, dict):
+            raise KnowledgeError(f"{where}: [sources.{source_id}] must be a table")
+        # The same file gives the review page its full references (cds_service/knowledge/review.py).
+        _check_keys(table, _SOURCE_KEYS, where)
+        url = _require_str(table, "url", where, optional=True)
+        if url is None and isinstance(table.get("doi"), str):
+            url = f"https://doi.org/{table['doi']}"
+        if table.get("primary", False) and url is not None and not url.startswith("https://"):
+            raise KnowledgeError(f"{where}: a primary source's url (cards link it) must be an https URL")
+        for flag in ("primary", "verified"):
+            if not isinstance(table.get(flag, False), bool):
+                raise KnowledgeError(f"{where}: '{flag}' must be true or false")
+        if table.get("primary", False) and url is None:
+            raise KnowledgeError(f"{where}: a primary source needs a url")
+        sources[source_id] = Source(
+            id=source_id,
+            title=_require_str(table, "title", where),
+            url=url,
+            primary=table.get("primary", False),
+            verified=table.get("verified", False),
+            verification=_require_str(table, "verification", where, optional=True) or "",
+            revision=_require_str(table, "revision", where, optional=True),
+        )
+    return sources
+
+
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
     if not seeds.is_dir():
         raise KnowledgeError(f"{seeds}: seeds directory missing")
     value_sets = _load_value_sets(seeds)
     med_names = _load_medication_names(seeds, value_sets)
     thresholds = _load_thresholds(seeds, overrides)
-    topics = _load_topics(seeds, value_sets, thresholds)
+    sources = _load_sources(seeds)
+    topics = _load_topics(seeds, value_sets, thresholds, sources)
 
     index: dict[tuple[str, str], set[str]] = {}
     for vs in value_sets.values():
@@ -728,6 +796,7 @@ def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
         thresholds=MappingProxyType(dict(sorted(thresholds.items()))),
         topics=MappingProxyType(topics),
         medication_names=med_names,
+        sources=MappingProxyType(sources),
         _index=MappingProxyType({k: frozenset(v) for k, v in index.items()}),
         _names=MappingProxyType({k: frozenset(v) for k, v in names.items()}),
         _max_name_words=max((len(k) for k in names), default=0),

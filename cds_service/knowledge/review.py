@@ -47,7 +47,8 @@ _SYSTEM_LABELS = {
 }
 
 SOURCES_NAME = "sources.toml"
-_SOURCE_FIELDS = {"title", "publisher", "date", "url", "doi", "location", "what", "authors", "journal", "label", "also"}
+_SOURCE_FIELDS = {"title", "publisher", "date", "url", "doi", "location", "what", "authors", "journal", "label", "also",
+                  "primary", "verified", "verification", "revision"}  # the last four: what a card cites (loader)
 _DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
 _ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 # What a citation may name: a source id in brackets ("[ects-2021]"), or one of the labels older
@@ -71,6 +72,11 @@ class Source:
     journal: str | None = None
     label: str | None = None
     also: tuple[str, ...] = ()
+    # what a card cites (the loader reads these too): a primary source, and how its URL was checked
+    primary: bool = False
+    verified: bool = False
+    verification: str | None = None
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +195,8 @@ def topic_sources(topic, sources: dict[str, Source], legend) -> list[str]:
     ("ECTS 2021", "Reclast label"), or by its source_url."""
     labels = cited_labels(topic.citation) | {e.label for e in legend if e.sources and e.label in topic.citation}
     by_url = {s.id for s in sources.values() if topic.source_url and topic.source_url in (s.url, *s.also)}
-    return [sid for sid in sources if sid in by_url or sid in _sources_of(labels, sources, legend)]
+    listed = set(topic.sources)
+    return [sid for sid in sources if sid in listed or sid in by_url or sid in _sources_of(labels, sources, legend)]
 
 
 def _reference(source: Source) -> str:
@@ -203,6 +210,10 @@ def _reference(source: Source) -> str:
     if source.location:
         parts.append(f"In this repository: `{source.location}`.")
     parts += [f"Also: <{url}>" for url in source.also]
+    if source.revision:
+        parts.append(f"Revision cited: {source.revision}.")
+    if source.verification:
+        parts.append(f"Link {'verified' if source.verified else '**not verified**'}: {source.verification}")
     return " ".join(p for p in parts if p)
 
 
@@ -275,7 +286,7 @@ def render(kb: Knowledge) -> str:
     w("## Legend")
     w("")
     w("Labels and abbreviations the citations below use. A citation names a source by its id in square")
-    w("brackets (`[prolia-pi-2024]`) or by one of these labels; every source is listed in full under")
+    w("brackets (`[prolia-pi]`) or by one of these labels; every source is listed in full under")
     w("**Sources** (`sources.toml`).")
     w("")
     w("| label | means | sources |")

@@ -126,5 +126,5 @@ def _detail(ctx: RuleContext, calcium_found: tuple[MedicationEntry, ...], vitami
 def supplement_suggestion(ctx: RuleContext, order_set: str, reason: str) -> Suggestion:
     """Order the supplement of `order_set` with its instructions and timing (seeds/valuesets.toml)."""
     action = order_suggestions.medication_order_action(ctx, order_set, reason=reason)
-    label = "Order " + ctx.kb.value_set(order_set).codings[0].display
-    return Suggestion(label=label[:79], actions=(action,))
+    # The label names the product; the instructions are on the order itself (labels stay under 80 characters).
+    return Suggestion(label=action.description.split(": ", 1)[0], actions=(action,))

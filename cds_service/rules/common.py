@@ -236,6 +236,25 @@ def _reported_number(text: str) -> float | None:
         return None
 
 
+def fmt_interval(days: float) -> str:
+    """A dosing or monitoring interval in words: 'daily', 'weekly', 'every 4 weeks', 'monthly',
+    'every 6 months', 'yearly' ('about every 6 months' for 180 days); 'every N days' only when no
+    calendar unit fits (cards: intervals in words, never 'every 183 days')."""
+    whole = round(days)
+    if whole == 1:
+        return "daily"
+    if whole == 7:
+        return "weekly"
+    if whole % 7 == 0 and whole <= 84:
+        return f"every {whole // 7} weeks"
+    months = days / _DAYS_PER_MONTH
+    nearest = round(months)
+    if whole >= 28 and nearest >= 1 and abs(months - nearest) <= 0.03 * nearest + 0.05:
+        words = {1: "monthly", 12: "yearly"}.get(nearest, f"every {nearest} months")
+        return words if abs(months - nearest) <= 0.05 else f"about {words}"
+    return f"every {whole} days"
+
+
 def days_between(earlier: datetime, later: datetime) -> int:
     return (later - earlier).days
 

@@ -9,10 +9,14 @@ When: a denosumab order, and
   A dental examination is a completed oral-evaluation procedure or a dental-examination
   encounter diagnosis; only completed procedures count.
 Then: the card shows the last dental examination, the recent invasive procedure and the
-  denosumab dose history it used, says what to do, and suggests a dental referral.
-Source: card catalog topic dental-clearance; seed "Mandatory Pre-Treatment Requirements —
-  Dental Evaluation" and "Critical Clinical Pitfalls" 2; Prolia/Xgeva W&P (ONJ: oral exam and
-  preventive dentistry before treatment).
+  denosumab dose history it used, says what to do, and suggests a dental evaluation referral
+  (SNOMED CT 103697008). The no-examination branches rest on absences (no dental examination in
+  the window; at initiation also no denosumab dose in 12 months), the invasive-procedure branch on
+  what was found.
+Source: Prolia and Xgeva US PI, W&P Osteonecrosis of the Jaw (oral examination and preventive
+  dentistry before treatment); AAOMS 2022 (start once the extraction site has mucosalised, about
+  14-21 days); seed "Mandatory Pre-Treatment Requirements — Dental Evaluation" (wait 2-4 weeks;
+  dental examinations every 6-12 months).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cds_service.cards import Finding
+from cds_service.cards import Absence, Finding
 from cds_service.record.model import ProcedureEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dental-clearance"
@@ -54,7 +59,7 @@ def has_dental_exam_since(ctx: RuleContext, since: datetime) -> bool:
 
 def recent_invasive_dental_procedures(ctx: RuleContext) -> tuple[ProcedureEntry, ...]:
     return tuple(common.completed_procedures(
-        ctx, "invasive-dental-procedure", ctx.days_before("invasive_dental_healing_days")
+        ctx, "invasive-dental-procedure", recency.window_start_day(ctx, "invasive_dental_healing_days")
     ))
 
 
@@ -87,7 +92,24 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         suggestions=(
             common.dental_referral_suggestion(ctx, reason="Dental evaluation for denosumab therapy (osteonecrosis of the jaw risk)"),
         ),
+        rests_on_absence=() if invasive else _absences(ctx, no_exam_before_start),
     )
+
+
+def _absences(ctx: RuleContext, initiating: bool) -> tuple[Absence, ...]:
+    """What the no-examination card concludes from data not found (a dental examination is a
+    procedure or an encounter diagnosis; initiation is the absence of a dose in 12 months)."""
+    window = "dental_exam_initiation_lookback_days" if initiating else "dental_exam_on_therapy_max_age_days"
+    months = recency.window_in_words(ctx, window)
+    since = ctx.days_before(window)
+    found = (
+        Absence("procedures", f"a dental examination in the last {months}", since),
+        Absence("conditions", f"a dental examination visit (encounter diagnosis) in the last {months}", since),
+    )
+    if initiating:
+        found += (Absence("medications", "a denosumab dose in the last 12 months (initiation)",
+                          ctx.days_before("initiation_no_dose_lookback_days")),)
+    return found
 
 
 def _therapy_line(ctx: RuleContext, initiating: bool) -> str:
@@ -116,8 +138,8 @@ def _detail(ctx, initiating, last, invasive, no_exam_before_start, exam_overdue_
             + "; ".join(f"{p.name} on {common.fmt_date(p.performed)}" for p in invasive)
         )
         todo.append(
-            "Give denosumab only once the site has healed (the seed advises waiting 2-4 weeks after invasive "
-            "dental work); confirm healing with the dentist."
+            "Give denosumab only once the site has healed: AAOMS 2022 advises starting once the site has "
+            "mucosalised (about 14-21 days; the seed says 2-4 weeks). Confirm healing with the dentist."
         )
     if no_exam_before_start:
         since = common.fmt_date(ctx.days_before("dental_exam_initiation_lookback_days"))

@@ -148,7 +148,7 @@ def cancel_suggestions(orders) -> tuple[Suggestion, ...]:
         suggestion
         for order in orders
         if (suggestion := order_suggestions.cancel_orders_suggestion(
-            (order,), f"Cancel {order.name} to re-enter it at the regimen's dose and interval"))
+            (order,), "Cancel this order to re-enter it at the regimen's dose and interval"))
     )
 
 

@@ -59,7 +59,7 @@ def describe(ctx: RuleContext, order: MedicationEntry) -> str:
     if order.dose_mg is not None:
         dosage.append(f"{common.fmt_number(order.dose_mg)} mg")
     if order.timing is not None and order.timing.period_days is not None and 0 < order.timing.period_days < math.inf:
-        dosage.append(f"every {common.fmt_number(round(order.timing.period_days))} days")
+        dosage.append(common.fmt_interval(order.timing.period_days))
     elif order.dosage_text:
         dosage.append(order.dosage_text)
     regimen = common.regimen_of(ctx, order)

@@ -1,13 +1,15 @@
 """pediatric: prevents denosumab in children, in whom safety and effectiveness are not established
 and severe, life-threatening hypercalcemia has been reported (osteogenesis imperfecta trials).
 
-When: a denosumab order for a patient younger than pediatric_age_below_years, age taken from
-Patient.birthDate at the time of the call (no birth date: no card).
+When (card catalog v2): a denosumab order for a patient younger than pediatric_age_below_years
+(18), age taken from Patient.birthDate at the time of the call (no birth date: no card).
 Then: warning with the age and birth date (and an osteogenesis imperfecta or giant cell tumour of
-bone diagnosis when present: the label allows Xgeva for skeletally mature adolescents with giant
-cell tumour of bone); suggests cancelling the draft.
-Source: MHRA Drug Safety Update (Prolia not for under 18); seed "Hypercalcemia in Pediatric
-Patients"; Xgeva label (GCTB in skeletally mature adolescents).
+bone diagnosis when present); suggests cancelling the draft. Instead info ("confirm skeletal
+maturity") for a 120 mg order with a giant cell tumour of bone indication (an active diagnosis or
+the order's reason) at age gctb_adolescent_min_age_years (12) to 17: Xgeva is indicated for GCTB in
+skeletally mature adolescents.
+Source: Prolia US PI, Pediatric Use (not established; severe hypercalcemia reported); Xgeva US PI,
+Indications and Usage (GCTB in adults and skeletally mature adolescents) and Pediatric Use.
 """
 
 from __future__ import annotations
@@ -26,7 +28,33 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     # No birth date, or one after the call (a data error), tells nothing about age.
     if age is None or age < 0 or age >= ctx.threshold("pediatric_age_below_years"):
         return None
+    if age >= ctx.threshold("gctb_adolescent_min_age_years"):
+        gctb_orders = [
+            order for order in ctx.orders
+            if common.regimen_of(ctx, order) == "120mg"
+            and common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
+        ]
+        if gctb_orders and len(gctb_orders) == len(ctx.orders):
+            return skeletal_maturity_finding(ctx, age, gctb_orders[0])
     return pediatric_finding(ctx, age)
+
+
+def skeletal_maturity_finding(ctx: RuleContext, age: int, order) -> Finding:
+    evidence = common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
+    lines = [f"- Age **{age}** (born {ctx.record.patient.birth_date.isoformat()})", f"- Order: {order.name} (120 mg regimen)"]
+    lines += [f"- Giant cell tumour of bone: {e.description}" for e in evidence]
+    detail = (
+        "\n".join(lines) + "\n\n"
+        "Xgeva-type 120 mg is indicated for giant cell tumour of bone in adults and **skeletally mature** "
+        "adolescents. **Confirm skeletal maturity** (closed growth plates on imaging) before the dose; "
+        "monitor calcium during and after therapy (hypercalcemia has been reported in patients with growing skeletons)."
+    )
+    return Finding(
+        topic=TOPIC,
+        indicator="info",
+        summary=f"Giant cell tumour of bone at age {age}: confirm skeletal maturity before Xgeva",
+        detail=detail,
+    )
 
 
 def pediatric_finding(ctx: RuleContext, age: int) -> Finding:

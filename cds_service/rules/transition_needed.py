@@ -196,7 +196,7 @@ def zoledronic_acid_suggestion(ctx: RuleContext, last: MedicationEntry, reason: 
 def oral_bisphosphonate_suggestion(ctx: RuleContext, reason: str) -> Suggestion:
     limit = common.fmt_number(ctx.threshold("egfr_zoledronic_acid_min"))
     return Suggestion(
-        label=f"Order risedronate 35 mg once weekly (zoledronic acid contraindicated: eGFR < {limit})",
+        label=f"Order risedronate 35 mg weekly (zoledronic acid contraindicated: eGFR < {limit})",
         actions=(common.oral_bisphosphonate_order_action(ctx, reason=reason),),
         is_recommended=True,
     )

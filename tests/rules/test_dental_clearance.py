@@ -69,7 +69,7 @@ def test_a_dental_referral_is_not_an_examination():
 
 # --- invasive dental work --------------------------------------------------------------------
 
-@pytest.mark.parametrize("days, expected", [(5, "warning"), (13, "warning"), (15, None), (40, None)])
+@pytest.mark.parametrize("days, expected", [(5, "warning"), (13, "warning"), (14, "warning"), (14.5, "warning"), (15, None), (40, None)])
 def test_invasive_dental_procedure_within_fourteen_days(days, expected):
     on_therapy = [prolia_administration(days=150), exam(60)]
     assert indicator(*on_therapy, procedure(*EXTRACTION, days=days)) == expected
@@ -131,3 +131,20 @@ def test_a_non_denosumab_order_gets_no_dental_check():
     ctx = context([], drafts=[alendronate])
     findings = run_rules(discover_rules(ctx.kb), "order-sign", ctx.record, ctx.kb, AS_OF)
     assert "dental-clearance" not in {f.topic for f in findings}
+
+
+# --- what the card rests on (the engine drops absence-based cards when the data is incomplete) --
+
+def test_no_exam_cards_say_they_rest_on_absent_data():
+    at_start = evaluate(dental_clearance, [])
+    assert {(a.category, a.since.date().isoformat()) for a in at_start.rests_on_absence} >= {
+        ("procedures", "2026-05-26"), ("conditions", "2026-05-26"), ("medications", "2025-11-25")}
+    on_therapy = evaluate(dental_clearance, [prolia_administration(days=150), exam(400)])
+    assert on_therapy.indicator == "info"
+    assert {a.category for a in on_therapy.rests_on_absence} == {"procedures", "conditions"}
+    assert "12 months" in on_therapy.rests_on_absence[0].check
+
+
+def test_an_invasive_procedure_card_rests_on_what_was_found():
+    finding = evaluate(dental_clearance, [procedure(*EXTRACTION, days=5), exam(30)])
+    assert finding.indicator == "warning" and finding.rests_on_absence == ()

@@ -1,4 +1,5 @@
-"""osteonecrosis-of-jaw: critical when active, warning when history, nothing when recorded in error."""
+"""osteonecrosis-of-jaw (catalog v2): critical for an active ONJ with onset in the last 12 months;
+warning for an older active ONJ or a history one; nothing when recorded in error."""
 
 import pytest
 
@@ -30,9 +31,24 @@ def test_onj_in_history_is_a_warning_without_cancel(clinical):
     assert [kind for kind, _ in actions(finding)] == ["create"]
 
 
-def test_history_and_active_together_is_critical():
-    finding = evaluate(osteonecrosis_of_jaw, [onj(clinical="resolved", abatement="2022-01-01"), onj(clinical="active")])
+def test_history_and_recent_active_together_is_critical():
+    finding = evaluate(osteonecrosis_of_jaw, [onj(clinical="resolved", abatement="2022-01-01"),
+                                              onj(clinical="active", onset="2026-06-01")])
     assert finding.indicator == "critical"
+
+
+@pytest.mark.parametrize("onset, indicator", [
+    ("2025-11-25", "critical"),  # 365 days before 2026-11-25: inside 12 months
+    ("2025-11-24", "warning"),   # 366 days: ONJ left on the problem list
+    (None, "critical"),          # undated: nothing says it is old
+])
+def test_active_onj_is_critical_for_12_months(onset, indicator):
+    finding = evaluate(osteonecrosis_of_jaw, [onj(onset=onset)])
+    assert finding.indicator == indicator
+    if indicator == "warning":
+        assert "ONJ on the problem list since 2025-11-24: **verify**" in finding.detail
+        assert "specialist benefit-risk decision (AAOMS 2022)" in finding.detail
+        assert [kind for kind, _ in actions(finding)] == ["create"]  # a referral, no cancel
 
 
 @pytest.mark.parametrize("verification", ["entered-in-error", "refuted"])
@@ -41,7 +57,7 @@ def test_onj_recorded_in_error_or_refuted_is_ignored(verification):
 
 
 def test_unconfirmed_onj_still_counts():
-    assert evaluate(osteonecrosis_of_jaw, [onj(verification="provisional")]).indicator == "critical"
+    assert evaluate(osteonecrosis_of_jaw, [onj(verification="provisional", onset="2026-10-01")]).indicator == "critical"
 
 
 def test_no_onj_no_card():

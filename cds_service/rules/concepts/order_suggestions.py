@@ -40,13 +40,15 @@ def tests_without_recent_result(ctx: RuleContext, order_set: str, lookback_thres
 def lab_order_actions(
     ctx: RuleContext, order_set: str, *, reason: str, note: str | None = None,
     lookback_threshold: str | None = None, occurrence: dict | None = None,
+    category_set: str = "laboratory-service-category",
 ) -> tuple[Action, ...]:
-    """One draft lab ServiceRequest per test of `order_set`, for this patient and encounter.
+    """One draft ServiceRequest per test of `order_set` (a lab test, or an imaging study with
+    category_set "imaging-service-category"), for this patient and encounter.
 
     `lookback_threshold`: leave out the tests already resulted inside that window.
     `occurrence`: when it is to be drawn ({"occurrenceTiming": ...} or {"occurrencePeriod": ...}).
     """
-    category = order_codings(ctx, "laboratory-service-category")[0]
+    category = order_codings(ctx, category_set)[0]
     tests = (
         tests_without_recent_result(ctx, order_set, lookback_threshold) if lookback_threshold
         else order_codings(ctx, order_set)
