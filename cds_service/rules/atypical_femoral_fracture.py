@@ -17,6 +17,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import service_request
 from cds_service.record.model import ConditionEntry, MedicationEntry
 from cds_service.rules import common
+from cds_service.rules.concepts import dose_history
 from cds_service.rules.context import RuleContext
 
 TOPIC = "atypical-femoral-fracture"
@@ -28,7 +29,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     pain_conditions = common.active_conditions(ctx, "thigh-hip-groin-pain")
     if not fractures and not pain_conditions:
         return None
-    doses = common.doses_given(ctx.record, ctx.as_of, common.DENOSUMAB)
+    doses = dose_history.denosumab_doses(ctx)
     first_dose = doses[-1] if doses else None
     pains = tuple(
         pain for pain in pain_conditions

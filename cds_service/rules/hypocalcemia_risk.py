@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from cds_service.cards import Finding, Suggestion
 from cds_service.rules import common
+from cds_service.rules.concepts import medications
 from cds_service.rules.context import RuleContext
 
 TOPIC = "hypocalcemia-risk"
@@ -37,7 +38,7 @@ def calcimimetic_evidence(ctx: RuleContext) -> tuple[str, ...]:
     return tuple(
         f"Calcimimetic: {m.name} (active {'order' if m.source == 'MedicationRequest' else 'medication'}"
         f"{', since ' + common.fmt_date(m.date) if m.date else ''})"
-        for m in common.active_medications(ctx.record, CALCIMIMETIC)
+        for m in medications.active_medications(ctx.record, CALCIMIMETIC)
     )
 
 

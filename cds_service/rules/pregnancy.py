@@ -22,6 +22,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import service_request
 from cds_service.record.model import LabResult
 from cds_service.rules import common
+from cds_service.rules.concepts import dose_history
 from cds_service.rules.context import RuleContext
 
 TOPIC = "pregnancy"
@@ -35,7 +36,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     positives = positive_tests(ctx) if could_be_pregnancy_test(ctx) else ()
     if diagnoses or positives:
         return pregnant_finding(ctx, diagnoses, positives)
-    if common.is_initiating(ctx) and is_female_of_reproductive_age(ctx) and not recent_tests(ctx):
+    if dose_history.is_initiating(ctx) and is_female_of_reproductive_age(ctx) and not recent_tests(ctx):
         return status_unknown_finding(ctx)
     return None
 
