@@ -1,4 +1,6 @@
-"""Clinical sub-routines shared by the rules, each stated once (like OpioidCDSRoutines).
+"""Clinical sub-routines shared by the rules, each stated once (like OpioidCDSRoutines): labs,
+conditions and procedures, calcium, kidney, order suggestions and wording. Medication classes,
+regimen, dose history, indications and the transition have their own modules in rules/concepts/.
 
 Value set *names* appear here (they are the vocabulary of the knowledge base); codes and numbers
 never do: codes are in seeds/valuesets, numbers in seeds/thresholds.toml.
@@ -6,17 +8,15 @@ never do: codes are in seeds/valuesets, numbers in seeds/thresholds.toml.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds_service.cards import Action, Suggestion, orders
 from cds_service.knowledge import KnowledgeError
-from cds_service.record.model import Coding, ConditionEntry, LabResult, MedicationEntry, PatientRecord, ProcedureEntry
+from cds_service.record.model import Coding, ConditionEntry, LabResult, ProcedureEntry
 from cds_service.record.units import analyte_units
 from cds_service.rules.context import RuleContext
-
 
 # Observations count when final, amended or corrected (card catalog: "When the service looks").
 COUNTABLE_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected"})

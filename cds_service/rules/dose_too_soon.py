@@ -59,11 +59,30 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     return too_soon_finding(ctx, findings)
 
 
+class Course120:
+    """The 120 mg course the doses so far belong to: its start (the first 120 mg dose after
+    loading_course_gap_days or more without one) and its last dose. Doses are added in time order,
+    so a request with many drafts is read in one pass."""
+
+    def __init__(self, ctx: RuleContext, dates):
+        self.gap = timedelta(days=ctx.threshold("loading_course_gap_days"))
+        self.start: datetime | None = None
+        self.last: datetime | None = None
+        for date in dates:
+            self.add(date)
+
+    def start_if_added(self, moment: datetime) -> datetime:
+        return moment if self.last is None or moment - self.last >= self.gap else self.start
+
+    def add(self, moment: datetime) -> None:
+        self.start, self.last = self.start_if_added(moment), moment
+
+
 def too_soon_orders(ctx: RuleContext) -> list[TooSoon]:
     """Each focused draft against the dose before it (the last dose given, or the draft before)."""
     last = dose_history.last_denosumab_dose(ctx)
     doses = dose_history.denosumab_doses(ctx, ctx.days_before("initiation_no_dose_lookback_days")) if last else ()
-    given_120 = sorted(d.date for d in doses if d.regimen != "60mg")
+    course = Course120(ctx, sorted(d.date for d in doses if d.regimen != "60mg"))
     drafts = sorted(
         (d for d in ctx.record.draft_orders if medications.is_denosumab(d)),
         key=lambda d: dose_history.draft_moment(ctx, d),
@@ -72,47 +91,45 @@ def too_soon_orders(ctx: RuleContext) -> list[TooSoon]:
     previous_date = last.date if last else None
     previous_text = dose_history.fmt_dose(last) if last else None
     previous_dispense_only = last.is_dispense_only if last else False
-    schedule_120 = list(given_120)
-    found = []
     previous_is_draft = False
+    fallback_regimen = dose_history.history_regimen(ctx)
+    loading_indication = bool(drafts) and indications.has_loading_dose_indication(ctx, drafts[0])
+    found = []
     for draft in drafts:
         moment = dose_history.draft_moment(ctx, draft)
-        draft_regimen = regimen.regimen_of(ctx, draft) or dose_history.history_regimen(ctx)
-        if previous_is_draft and moment - previous_date < timedelta(days=1):
+        draft_regimen = regimen.regimen_of(ctx, draft) or fallback_regimen
+        if previous_is_draft and dose_history.calendar_days(previous_date, moment) < 1:
             continue  # drafts for the same day: duplicate-denosumab's concern (or a loading-dose order beside)
-        if draft_regimen == "120mg" and indications.is_loading_dose_order(ctx, draft) and (
-            indications.has_loading_dose_indication(ctx, draft)
-        ):
+        if draft_regimen == "120mg" and indications.is_loading_dose_order(ctx, draft) and loading_indication:
             continue  # the loading-dose order itself (days 8 and 15): the schedule it writes is the label's
         if previous_date is not None and draft_regimen in _LIMITS and id(draft) in focused:
-            problem = _judge(ctx, draft, moment, draft_regimen, previous_date, schedule_120)
+            problem = _judge(ctx, moment, draft_regimen, previous_date, course, loading_indication)
             if problem is not None:
                 found.append(TooSoon(draft, moment, previous_date, previous_text, draft_regimen,
                                      problem and not previous_dispense_only, previous_dispense_only))
         previous_date, previous_dispense_only, previous_is_draft = moment, False, True
         previous_text = f"the draft order {draft.name} in this request, for {common.fmt_date(moment)}"
         if draft_regimen == "120mg":
-            schedule_120.append(moment)
+            course.add(moment)
     return found
 
 
-def _judge(ctx, draft, moment, draft_regimen, previous_date, schedule_120) -> bool | None:
+def _judge(ctx, moment, draft_regimen, previous_date, course: Course120, loading_indication: bool) -> bool | None:
     """None: not too soon; True: under the critical limit; False: too soon (warning)."""
     minimum, critical = _LIMITS[draft_regimen]
-    gap = moment - previous_date
-    if gap >= timedelta(days=ctx.threshold(minimum)):
+    gap = dose_history.calendar_days(previous_date, moment)
+    if gap >= ctx.threshold(minimum):
         return None
-    if draft_regimen == "120mg" and indications.has_loading_dose_indication(ctx, draft):
-        start = indications.loading_course_start(ctx, sorted(schedule_120 + [moment]))
-        if indications.is_expected_loading_dose(ctx, start, previous_date, moment):
+    if draft_regimen == "120mg" and loading_indication:
+        if indications.is_expected_loading_dose(ctx, course.start_if_added(moment), previous_date, moment):
             return None
-    return gap < timedelta(days=ctx.threshold(critical))
+    return gap < ctx.threshold(critical)
 
 
 def too_soon_finding(ctx: RuleContext, found: list[TooSoon]) -> Finding:
     critical = any(f.critical for f in found)
     first = found[0]
-    days = common.days_between(first.previous_date, first.moment)
+    days = dose_history.calendar_days(first.previous_date, first.moment)
     dose = regimen.regimen_name(first.regimen)
     interval = regimen.interval_in_words(ctx.threshold(regimen.REGIMEN_INTERVAL[first.regimen]))
     lines = []
@@ -121,7 +138,7 @@ def too_soon_finding(ctx: RuleContext, found: list[TooSoon]) -> Finding:
         due = item.previous_date + timedelta(days=ctx.threshold(regimen.REGIMEN_INTERVAL[item.regimen]))
         when = "now" if item.moment == ctx.as_of else f"for {common.fmt_date(item.moment)}"
         line = (
-            f"- **{item.order.name}** ({when}): **{common.days_between(item.previous_date, item.moment)} days** after "
+            f"- **{item.order.name}** ({when}): **{dose_history.calendar_days(item.previous_date, item.moment)} days** after "
             f"{item.previous} — the {regimen.regimen_name(item.regimen)} regimen is given "
             f"{regimen.interval_in_words(ctx.threshold(regimen.REGIMEN_INTERVAL[item.regimen]))}; "
             f"not before {common.fmt_number(minimum)} days. Next dose due about **{common.fmt_date(due)}**."

@@ -31,7 +31,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import dose_history, indications, regimen as regimens
+from cds_service.rules.concepts import dose_history, indications, medications, regimen as regimens
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dosing-regimen"
@@ -43,9 +43,10 @@ REGIMEN_INTERVAL = {"60mg": "regimen_60mg_interval_days", "120mg": "regimen_120m
 def evaluate(ctx: RuleContext) -> Finding | None:
     problems: list[str] = []
     missing_loading: list[MedicationEntry] = []
+    loading_check = LoadingDoseCheck(ctx)
     for order in ctx.orders:
         problems += dose_problems(ctx, order) + interval_problems(ctx, order)
-        if needs_loading_doses(ctx, order):
+        if loading_check.needs_loading_doses(order):
             missing_loading.append(order)
     if problems:
         return regimen_finding(ctx, problems, missing_loading)
@@ -105,16 +106,32 @@ def is_longer_than_every_4_weeks(ctx: RuleContext, days: float) -> bool:
     return days > ctx.threshold("dosing_regimen_120mg_max_interval_days")
 
 
-def needs_loading_doses(ctx: RuleContext, order: MedicationEntry) -> bool:
-    """Giant cell tumour of bone, initiating, the dosage written, and no loading-dose order anywhere."""
-    if regimens.regimen_of(ctx, order) == "60mg" or not has_written_dosage(order):
-        return False
-    if not indications.has_loading_dose_indication(ctx, order):
-        return False
-    if not dose_history.is_initiating(ctx):
-        return False
-    candidates = (order, *indications.other_denosumab_orders(ctx, order))
-    return not any(indications.is_loading_dose_order(ctx, candidate) for candidate in candidates)
+class LoadingDoseCheck:
+    """Whether a 120 mg initiation lacks its loading doses. What does not depend on the order (the
+    dose history, a loading-dose order anywhere) is worked out once per call, so that many drafts
+    cost linear time."""
+
+    def __init__(self, ctx: RuleContext):
+        self.ctx = ctx
+        self._initiating: bool | None = None
+        self._loading_ordered: bool | None = None
+
+    def needs_loading_doses(self, order: MedicationEntry) -> bool:
+        """GCTB or hypercalcemia of malignancy, initiating, the dosage written, no loading-dose order."""
+        ctx = self.ctx
+        if regimens.regimen_of(ctx, order) == "60mg" or not has_written_dosage(order):
+            return False
+        if not indications.has_loading_dose_indication(ctx, order):
+            return False
+        if self._initiating is None:
+            self._initiating = dose_history.is_initiating(ctx)
+        if not self._initiating:
+            return False
+        if self._loading_ordered is None:
+            candidates = (*(d for d in ctx.record.draft_orders if medications.is_denosumab(d)),
+                          *indications.active_denosumab_orders(ctx))
+            self._loading_ordered = any(indications.is_loading_dose_order(ctx, c) for c in candidates)
+        return not self._loading_ordered
 
 
 def has_written_dosage(order: MedicationEntry) -> bool:

@@ -33,28 +33,38 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     drafts = sorted(
         (d for d in ctx.record.draft_orders if medications.is_denosumab(d)), key=lambda d: dose_history.draft_moment(ctx, d)
     )
-    draft_regimens = {regimens.regimen_of(ctx, d) for d in drafts} - {None}
-    critical: list[MedicationEntry] = []
+    to_remove: dict[int, MedicationEntry] = {}  # the focused drafts the card suggests removing
     involved: dict[int, MedicationEntry] = {}
-    mixed_drafts = len(draft_regimens) > 1
+    critical = False
+    last_known: MedicationEntry | None = None  # the latest draft so far whose regimen is known
     for previous, draft in zip(drafts, drafts[1:]):
-        if mixed_drafts or (coincide_or_overlap(ctx, previous, draft) and not is_valid_schedule(ctx, previous, draft)):
-            for entry in (previous, draft):
-                involved[id(entry)] = entry
-            critical.append(draft if id(draft) in focused else previous)
+        if regimens.regimen_of(ctx, previous):
+            last_known = previous
+        mixes = last_known is not None and regimens.regimen_of(ctx, draft) not in (None, regimens.regimen_of(ctx, last_known))
+        pair = (last_known, draft) if mixes else (previous, draft)
+        if not (mixes or (coincide_or_overlap(ctx, previous, draft) and not is_valid_schedule(ctx, previous, draft))):
+            continue
+        if not any(id(entry) in focused for entry in pair):
+            continue
+        critical = True
+        for entry in pair:
+            involved[id(entry)] = entry
+            if id(entry) in focused:  # either draft of the pair may be the one to keep: offer both
+                to_remove[id(entry)] = entry
     active = indications.active_denosumab_orders(ctx)
-    for order in ctx.orders:
+    for order in ctx.orders if active else ():
         order_regimen = regimens.regimen_of(ctx, order)
         for other in active:
             other_regimen = regimens.regimen_of(ctx, other)
             if order_regimen and other_regimen and order_regimen != other_regimen:
-                critical.append(order)
+                critical = True
             involved[id(other)] = other
-            involved[id(order)] = order
+        involved[id(order)] = order
+        to_remove[id(order)] = order
     if not involved:
         return None
     indicator = "critical" if critical else "warning"
-    return duplicate_finding(ctx, list(involved.values()), indicator, bool(active))
+    return duplicate_finding(ctx, list(involved.values()), list(to_remove.values()), indicator, bool(active))
 
 
 def is_standing(order: MedicationEntry) -> bool:
@@ -101,7 +111,9 @@ def describe(ctx: RuleContext, order: MedicationEntry) -> str:
     return text
 
 
-def duplicate_finding(ctx: RuleContext, entries: list[MedicationEntry], indicator: str, has_active: bool) -> Finding:
+def duplicate_finding(
+    ctx: RuleContext, entries: list[MedicationEntry], to_remove: list[MedicationEntry], indicator: str, has_active: bool,
+) -> Finding:
     listed = "\n".join(f"- {describe(ctx, entry)}" for entry in entries)
     kinds = {regimens.regimen_of(ctx, e) for e in entries} - {None}
     mixed = len(kinds) > 1
@@ -117,7 +129,7 @@ def duplicate_finding(ctx: RuleContext, entries: list[MedicationEntry], indicato
     )
     suggestions = tuple(
         suggestion
-        for order in ctx.orders
+        for order in to_remove
         if (suggestion := common.cancel_orders_suggestion((order,), f"Remove the new draft order for {order.name}"))
     )
     summary = (

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Absence, Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.rules import common
 from cds_service.rules.concepts import dose_history, regimen, transition
@@ -49,17 +49,25 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if ctx.trigger == "patient-view":
         if not dose_history.therapy_is_active(ctx, last):
             return None
-        if judged == "60mg" and ctx.as_of >= due:
+        if judged == "60mg" and is_due(last, ctx.as_of, due):
             return patient_view_finding(ctx, last, judged, due, overdue)
-        if judged == "120mg" and ctx.as_of > overdue:
+        if judged == "120mg" and is_overdue(last, ctx.as_of, overdue):
             return patient_view_finding(ctx, last, judged, due, overdue)
         return None
     if last.regimen and last.regimen != judged:
         return None  # a change of regimen is a new schedule, not a late dose (dose-too-soon names it)
     moment = max((dose_history.draft_moment(ctx, o) for o in ctx.orders), default=ctx.as_of)
-    if moment <= overdue or moment - last.date > timedelta(days=ctx.threshold("therapy_active_max_days")):
+    if not is_overdue(last, moment, overdue) or moment - last.date > timedelta(days=ctx.threshold("therapy_active_max_days")):
         return None
     return late_dose_finding(ctx, last, judged, overdue, moment)
+
+
+def is_due(last: Dose, moment: datetime, due: datetime) -> bool:
+    return dose_history.calendar_days(last.date, moment) >= dose_history.calendar_days(last.date, due)
+
+
+def is_overdue(last: Dose, moment: datetime, overdue: datetime) -> bool:
+    return dose_history.calendar_days(last.date, moment) > dose_history.calendar_days(last.date, overdue)
 
 
 def regimen_judged(ctx: RuleContext, last: Dose) -> str | None:
@@ -86,8 +94,8 @@ def _regimen_change(ctx: RuleContext, last: Dose, judged: str) -> str:
 
 
 def late_dose_finding(ctx: RuleContext, last: Dose, judged: str, overdue: datetime, moment: datetime) -> Finding:
-    late_by = common.days_between(overdue, moment)
-    since = common.days_between(last.date, moment)
+    late_by = dose_history.calendar_days(overdue, moment)
+    since = dose_history.calendar_days(last.date, moment)
     text = (
         f"**Last denosumab dose: {dose_history.fmt_dose(last)}** — {common.fmt_elapsed(since)} before this dose.\n\n"
         + _regimen_change(ctx, last, judged)
@@ -113,13 +121,13 @@ def late_dose_finding(ctx: RuleContext, last: Dose, judged: str, overdue: dateti
     return Finding(
         topic=TOPIC, indicator="info",
         summary=f"Denosumab {regimen.regimen_name(judged)} dose {late_by} days late: continue the schedule from this dose",
-        detail=text, suggestions=suggestions,
+        detail=text, suggestions=suggestions, rests_on_absence=(no_dose_since(last),),
     )
 
 
 def patient_view_finding(ctx: RuleContext, last: Dose, judged: str, due: datetime, overdue: datetime) -> Finding:
-    days = common.days_between(last.date, ctx.as_of)
-    is_overdue = ctx.as_of > overdue
+    days = dose_history.calendar_days(last.date, ctx.as_of)
+    overdue_now = is_overdue(last, ctx.as_of, overdue)
     text = (
         f"**Last denosumab dose: {dose_history.fmt_dose(last)}** — {common.fmt_elapsed(days)} ago.\n\n"
         f"Regimen {regimen.REGIMEN_WORDS[judged]}: next dose due {common.fmt_date(due)}, overdue after "
@@ -131,10 +139,10 @@ def patient_view_finding(ctx: RuleContext, last: Dose, judged: str, due: datetim
         return Finding(
             topic=TOPIC, indicator="warning",
             summary=f"Denosumab 120 mg overdue: last dose {common.fmt_date(last.date)}, {days} days ago",
-            detail=text, suggestions=(next_dose,),
+            detail=text, suggestions=(next_dose,), rests_on_absence=(no_dose_since(last),),
         )
     plan_suggestion, plan_text = transition_plan(ctx, last)
-    if is_overdue:
+    if overdue_now:
         text += (
             "**Overdue: rebound bone loss may have begun** — rapid bone loss and multiple vertebral fractures "
             "have been reported after a late or missed 60 mg dose. Ask about new back pain. Either give the "
@@ -146,9 +154,16 @@ def patient_view_finding(ctx: RuleContext, last: Dose, judged: str, due: datetim
         summary = f"Denosumab 60 mg due now ({days} days since the last dose): dose, or bisphosphonate"
     text += plan_text
     return Finding(
-        topic=TOPIC, indicator="warning" if is_overdue else "info", summary=summary, detail=text,
+        topic=TOPIC, indicator="warning" if overdue_now else "info", summary=summary, detail=text,
         suggestions=(next_dose, plan_suggestion), selection_behavior="at-most-one",
+        rests_on_absence=(
+            no_dose_since(last), transition.no_bisphosphonate_since(last.date), *transition.renal_rule_absences(ctx),
+        ),
     )
+
+
+def no_dose_since(last: Dose) -> Absence:
+    return Absence("medications", f"a denosumab dose after {common.fmt_date(last.date)}", last.date)
 
 
 def next_dose_suggestion(ctx: RuleContext, last: Dose, judged: str) -> Suggestion:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cds_service.cards import Finding, Suggestion
+from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.concepts import dose_history, medications, transition
@@ -102,6 +102,7 @@ def stopped_finding(ctx: RuleContext, last: Dose, stop: MedicationEntry) -> Find
         topic=TOPIC, indicator="warning",
         summary=f"Denosumab 60 mg stopped without a bisphosphonate: transition {'due ' + common.fmt_date(due) if start else 'as soon as possible'}",
         detail=detail, suggestions=(suggestion,),
+        rests_on_absence=(transition.no_bisphosphonate_since(last.date), *transition.renal_rule_absences(ctx)),
     )
 
 
@@ -124,4 +125,8 @@ def reassess_finding(ctx: RuleContext, last: Dose) -> Finding:
             actions=(transition.imaging_order_action(
                 ctx, "dxa-order", reason="Fracture risk after stopping denosumab without a transition"),),
         ),),
+        rests_on_absence=(
+            Absence("medications", f"osteoporosis therapy given or ordered since {common.fmt_date(last.date)}", last.date),
+            Absence("procedures", f"a DXA since {common.fmt_date(last.date)}", last.date),
+        ),
     )

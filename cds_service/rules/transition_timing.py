@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Absence, Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
@@ -168,7 +168,19 @@ def timing_finding(ctx: RuleContext, last, orders, timing: str | None, safety: l
         summary=summary,
         detail=_detail(ctx, last, orders, timing, safety),
         suggestions=tuple(suggestions),
+        rests_on_absence=_absences(ctx, last, timing, safety),
     )
+
+
+def _absences(ctx: RuleContext, last, timing: str | None, safety) -> tuple[Absence, ...]:
+    """Timing rests on no bisphosphonate since the last dose; a missing kidney result on its absence."""
+    absences = [transition.no_bisphosphonate_since(last.date)] if timing is not None else []
+    for problem in safety:
+        if problem.kind == NO_KIDNEY_RESULT:
+            lookback = "kidney_function_zoledronic_acid_lookback_days" if _concept_of(problem.order, "zoledronic-acid") else "egfr_lookback_days"
+            since = ctx.days_before(lookback)
+            absences.append(Absence("labs", f"a kidney function result since {common.fmt_date(since)}", since))
+    return tuple(dict.fromkeys(absences))
 
 
 def _detail(ctx: RuleContext, last, orders, timing: str | None, safety: list[SafetyProblem]) -> str:

@@ -183,6 +183,12 @@ def draft_moment(ctx: RuleContext, order: MedicationEntry) -> datetime:
     return max(order.scheduled, ctx.as_of) if order.scheduled is not None else ctx.as_of
 
 
+def calendar_days(earlier: datetime, later: datetime) -> int:
+    """Days between two moments by calendar date: dose intervals are counted in days, so a dose
+    given at 10:15 and a draft at 09:00 150 days later are 150 days apart, not 149."""
+    return (later.date() - earlier.date()).days
+
+
 def fmt_dose(dose: Dose) -> str:
     """The dating record, and the other records of the same dose."""
     text = fmt_medication(dose.record)

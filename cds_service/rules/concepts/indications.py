@@ -105,24 +105,9 @@ def is_loading_dose_order(ctx: RuleContext, order: MedicationEntry) -> bool:
     return bool(words & {"day", "days"}) and {fmt_number(second_day), fmt_number(third_day)} <= words
 
 
-def loading_course_start(ctx: RuleContext, dose_dates: list[datetime]) -> datetime | None:
-    """The start of the 120 mg course the last of `dose_dates` (ascending) belongs to: the first
-    dose after loading_course_gap_days or more without one."""
-    if not dose_dates:
-        return None
-    gap = timedelta(days=ctx.threshold("loading_course_gap_days"))
-    start = dose_dates[-1]
-    for earlier in reversed(dose_dates[:-1]):
-        if start - earlier >= gap:
-            break
-        start = earlier
-    return start
-
-
-def is_expected_loading_dose(ctx: RuleContext, course_start: datetime | None, previous: datetime, moment: datetime) -> bool:
+def is_expected_loading_dose(ctx: RuleContext, course_start: datetime, previous: datetime, moment: datetime) -> bool:
     """A 120 mg dose at `moment` that is part of the loading phase: within loading_course_window_days
-    of the course start (or starting one) and loading_dose_min_gap_days or more after `previous`."""
-    if moment - previous < timedelta(days=ctx.threshold("loading_dose_min_gap_days")):
+    of the course start and loading_dose_min_gap_days or more after `previous`."""
+    if (moment.date() - previous.date()).days < ctx.threshold("loading_dose_min_gap_days"):
         return False
-    start = course_start if course_start is not None else previous
-    return moment - start <= timedelta(days=ctx.threshold("loading_course_window_days"))
+    return (moment.date() - course_start.date()).days <= ctx.threshold("loading_course_window_days")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cds_service.cards import Action, Suggestion, orders
+from cds_service.cards import Absence, Action, Suggestion, orders
 from cds_service.record.model import LabResult, MedicationEntry
 from cds_service.rules.common import (
     completed_procedures, countable_results, fmt_date, fmt_number, fmt_result, lab_order_actions, latest_egfr,
@@ -216,3 +216,15 @@ def renal_rule_suggestion(ctx: RuleContext, last_dose_date: datetime, *, start: 
         f"Kidney function: {measured}. Check renal function first: **zoledronic acid {dose} mg IV once, once eGFR "
         f"{zol_min} or above is confirmed** (contraindicated with creatinine clearance < {zol_min} mL/min)."
     )
+
+
+def no_bisphosphonate_since(last_dose_date: datetime) -> Absence:
+    return Absence("medications", f"a bisphosphonate given or ordered since {fmt_date(last_dose_date)}", last_dose_date)
+
+
+def renal_rule_absences(ctx: RuleContext) -> tuple[Absence, ...]:
+    """What the renal rule concludes from a missing eGFR (no result: renal test first)."""
+    if bisphosphonate_kidney_function(ctx) is not None:
+        return ()
+    since = ctx.days_before("egfr_lookback_days")
+    return (Absence("labs", f"an eGFR since {fmt_date(since)}", since),)
