@@ -44,6 +44,24 @@ def service_request(
     return resource
 
 
+def medication_statement(
+    *, codings: tuple[Coding, ...], text: str, patient_id: str | None, note: str | None = None,
+    status: str = "active",
+) -> dict:
+    """A MedicationStatement the patient reports (a supplement bought over the counter; a dose given
+    elsewhere, status completed): `informationSource` the patient."""
+    resource = {
+        "resourceType": "MedicationStatement",
+        "status": status,
+        "medicationCodeableConcept": _codeable(codings, text),
+        **({"subject": {"reference": f"Patient/{patient_id}"},
+            "informationSource": {"reference": f"Patient/{patient_id}"}} if patient_id else {}),
+    }
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
 def medication_request(
     *, codings: tuple[Coding, ...], text: str, dosage_text: str, patient_id: str | None, encounter_id: str | None,
     reason: str | None = None, timing: dict | None = None,

@@ -16,8 +16,8 @@ Then: order hook — info "the dose is N days late"; for 60 mg, rebound may have
   now: give the next dose, or if stopping, start the bisphosphonate now"; 60 mg overdue: warning
   with the rebound text; both with two suggestions, at most one chosen: the next denosumab dose,
   or the transition bisphosphonate by the renal rule (`transition.renal_plan`); 120 mg overdue:
-  warning, order the next dose. The override "dose given elsewhere" offers to record the outside
-  dose (a dated MedicationStatement).
+  warning, order the next dose. With the override "dose given elsewhere" goes a suggestion to
+  record the outside dose (a MedicationStatement, completed, for the clinician to date).
 Source: Prolia label W&P "Multiple Vertebral Fractures Following Discontinuation" and D&A (missed
   dose: give as soon as possible, then every 6 months from that injection); ECTS 2021 (Tsourdi
   et al.); Xgeva label D&A (every 4 weeks).
@@ -28,7 +28,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cds_service.cards import Absence, Action, Finding, Suggestion
-from cds_service.cards.orders import medication_request
+from cds_service.cards.orders import medication_request, medication_statement
 from cds_service.rules import common
 from cds_service.rules.concepts import dose_history, regimen, transition
 from cds_service.rules.concepts.dose_history import Dose
@@ -57,7 +57,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if last.regimen and last.regimen != judged:
         return None  # a change of regimen is a new schedule, not a late dose (dose-too-soon names it)
     moment = max((dose_history.draft_moment(ctx, o) for o in ctx.orders), default=ctx.as_of)
-    if not is_overdue(last, moment, overdue) or moment - last.date > timedelta(days=ctx.threshold("therapy_active_max_days")):
+    if not is_overdue(last, moment, overdue) or dose_history.calendar_days(last.date, moment) > ctx.threshold("therapy_active_max_days"):
         return None
     return late_dose_finding(ctx, last, judged, overdue, moment)
 
@@ -99,7 +99,7 @@ def late_dose_finding(ctx: RuleContext, last: Dose, judged: str, overdue: dateti
     text = (
         f"**Last denosumab dose: {dose_history.fmt_dose(last)}** — {common.fmt_elapsed(since)} before this dose.\n\n"
         + _regimen_change(ctx, last, judged)
-        + f"Regimen {regimen.REGIMEN_WORDS[judged]}: the dose was overdue from {common.fmt_date(overdue)}; this "
+        + f"Regimen {regimen.REGIMEN_WORDS[judged]}: the dose was overdue after {common.fmt_date(overdue)}; this "
         f"order gives it **{late_by} days late**. Continue {regimen.interval_in_words(ctx.threshold(regimen.REGIMEN_INTERVAL[judged]))} "
         "from this injection.\n\n"
     )
@@ -134,12 +134,13 @@ def patient_view_finding(ctx: RuleContext, last: Dose, judged: str, due: datetim
         f"{common.fmt_date(overdue)}. No explicit stop and no bisphosphonate since the last dose.\n\n"
     )
     next_dose = next_dose_suggestion(ctx, last, judged)
+    outside = outside_dose_suggestion(ctx, last)
     if judged == "120mg":
         text += "**Give the next dose now and keep to every 4 weeks** (skeletal-related events)."
         return Finding(
             topic=TOPIC, indicator="warning",
             summary=f"Denosumab 120 mg overdue: last dose {common.fmt_date(last.date)}, {days} days ago",
-            detail=text, suggestions=(next_dose,), rests_on_absence=(no_dose_since(last),),
+            detail=text, suggestions=(next_dose, outside), rests_on_absence=(no_dose_since(last),),
         )
     plan_suggestion, plan_text = transition_plan(ctx, last)
     if overdue_now:
@@ -155,7 +156,7 @@ def patient_view_finding(ctx: RuleContext, last: Dose, judged: str, due: datetim
     text += plan_text
     return Finding(
         topic=TOPIC, indicator="warning" if overdue_now else "info", summary=summary, detail=text,
-        suggestions=(next_dose, plan_suggestion), selection_behavior="at-most-one",
+        suggestions=(next_dose, plan_suggestion, outside), selection_behavior="at-most-one",
         rests_on_absence=(
             no_dose_since(last), transition.no_bisphosphonate_since(last.date), *transition.renal_rule_absences(ctx),
         ),
@@ -182,6 +183,25 @@ def next_dose_suggestion(ctx: RuleContext, last: Dose, judged: str) -> Suggestio
                     timing={"repeat": {"count": 1}},
                     reason=f"Next denosumab dose (last dose {common.fmt_date(last.date)})",
                     patient_id=ctx.patient_id, encounter_id=ctx.encounter_id,
+                ),
+            ),
+        ),
+    )
+
+
+def outside_dose_suggestion(ctx: RuleContext, last: Dose) -> Suggestion:
+    """The override "dose given elsewhere": record that dose (a MedicationStatement the clinician
+    dates), so the dose history knows it next time."""
+    record = last.record
+    return Suggestion(
+        label="Record a dose given elsewhere (enter its date)",
+        actions=(
+            Action(
+                type="create",
+                description=f"Record {record.name} given elsewhere",
+                resource=medication_statement(
+                    codings=record.codings, text=record.name, patient_id=ctx.patient_id, status="completed",
+                    note="Dose given elsewhere: enter the date it was given (effectiveDateTime) before saving.",
                 ),
             ),
         ),

@@ -28,8 +28,6 @@ Source: ECTS 2021 position statement (Tsourdi et al., J Clin Endocrinol Metab 20
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
@@ -49,10 +47,10 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         return None
     if transition.bisphosphonates_since(ctx, last.date):
         return None
-    age = ctx.as_of - last.date
-    if age > timedelta(days=ctx.threshold("transition_reassess_max_days")):
+    age = dose_history.calendar_days(last.date, ctx.as_of)
+    if age > ctx.threshold("transition_reassess_max_days"):
         return None
-    if age > timedelta(days=ctx.threshold("therapy_active_max_days")):
+    if age > ctx.threshold("therapy_active_max_days"):
         if transition.osteoporosis_therapy_since(ctx, last.date) or transition.dxa_since(ctx, last.date):
             return None
         return reassess_finding(ctx, last)

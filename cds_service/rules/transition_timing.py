@@ -75,7 +75,7 @@ def timing_problem(ctx: RuleContext, last) -> str | None:
     """'too early' / 'too late' for the first bisphosphonate after a 60 mg dose at most 24 months old."""
     if dose_history.history_regimen(ctx) != "60mg" or transition.bisphosphonates_since(ctx, last.date):
         return None
-    if ctx.as_of - last.date > timedelta(days=ctx.threshold("therapy_active_max_days")):
+    if dose_history.calendar_days(last.date, ctx.as_of) > ctx.threshold("therapy_active_max_days"):
         return None
     start, end = window(ctx, last)
     moment = min(dose_history.draft_moment(ctx, o) for o in bisphosphonate_orders(ctx))

@@ -16,6 +16,7 @@ from tests.requests_for_tests import as_order_select, baseline_request
 
 TOPIC = "dosing-regimen"
 GCTB = [{"system": ICD10CM, "code": "D48.0", "display": "Neoplasm of uncertain behavior of bone and articular cartilage"}]
+HCM = [{"system": ICD10CM, "code": "E83.52", "display": "Hypercalcemia"}]
 
 
 def with_timing(request, period, unit, frequency=1, count=None):
@@ -132,6 +133,15 @@ def gctb_start(dosage_text="120 mg SC every 4 weeks", period=4, unit="wk"):
     make_initiating(request)
     add(request, "conditions", condition("cond-gctb", GCTB, "Giant cell tumour of bone, left tibia"))
     return request
+
+
+def test_hypercalcemia_of_malignancy_at_initiation_without_loading_doses_is_info_too(client):
+    """Catalog v2: GCTB *or hypercalcemia of malignancy* at initiation without the day 8 / 15 doses."""
+    request = xgeva_request(4, "wk", text="120 mg SC every 4 weeks")
+    make_initiating(request)
+    add(request, "conditions", condition("cond-hcm", HCM, "Hypercalcemia of malignancy"))
+    card = topic_card(client, request, TOPIC)
+    assert card["indicator"] == "info" and "day 8 and day 15" in card["detail"] and "E83.52" in card["detail"]
 
 
 def test_gctb_at_initiation_without_loading_doses_is_info_with_the_loading_order(client):

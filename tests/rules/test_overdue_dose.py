@@ -91,7 +91,7 @@ def test_detail_shows_the_dose_the_record_and_the_date_it_was_due():
     finding = run([given(PROLIA, 232, dose_mg=60)])
     assert "given 2026-04-07 (MedicationAdministration/" in finding.detail
     assert "232 days (about 8 months)" in finding.detail
-    assert "overdue from 2026-11-06" in finding.detail  # 2026-04-07 + 213 days
+    assert "overdue after 2026-11-06" in finding.detail  # 2026-04-07 + 213 days
     assert "19 days late" in finding.detail and "back pain" in finding.detail
 
 
@@ -161,7 +161,8 @@ def test_patient_view_60mg_due_then_overdue_while_therapy_is_active(days, indica
     finding = run([given(PROLIA, days), medication("MedicationRequest", PROLIA, days + 5)], hook="patient-view")
     assert (finding.indicator if finding else None) == indicator
     if finding:
-        next_dose, bisphosphonate = finding.suggestions
+        next_dose, bisphosphonate, outside = finding.suggestions
+        assert outside.actions[0].resource["resourceType"] == "MedicationStatement"
         assert finding.selection_behavior == "at-most-one"
         assert next_dose.actions[0].resource["medicationCodeableConcept"]["coding"][0]["code"] == "993456"
         assert bisphosphonate.actions  # the renal rule's way out (no eGFR here: renal test first)
@@ -172,7 +173,7 @@ def test_patient_view_60mg_due_then_overdue_while_therapy_is_active(days, indica
 @pytest.mark.parametrize("value, code", [(70, "705824"), (32, "905024"), (25, "306286007")])
 def test_patient_view_bisphosphonate_suggestion_follows_the_renal_rule(value, code):
     finding = run([given(PROLIA, 250), egfr(value)], hook="patient-view")
-    _, bisphosphonate = finding.suggestions
+    _, bisphosphonate, _ = finding.suggestions
     resource = bisphosphonate.actions[-1].resource
     concept = resource.get("medicationCodeableConcept") or resource["code"]
     assert concept["coding"][0]["code"] == code
@@ -193,7 +194,7 @@ def test_patient_view_120mg_overdue_after_35_days(days, fires):
     finding = run([given(XGEVA, days)], hook="patient-view")
     assert (finding is not None) == fires
     if fires:
-        assert finding.indicator == "warning" and len(finding.suggestions) == 1
+        assert finding.indicator == "warning" and len(finding.suggestions) == 2  # next dose; record a dose given elsewhere
 
 
 def test_patient_view_active_medication_statement_counts_as_therapy():

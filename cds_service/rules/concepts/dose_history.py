@@ -171,7 +171,7 @@ def therapy_is_active(ctx: RuleContext, last: Dose | None = None) -> bool:
     """Therapy active (patient-view): last dose at most 24 months old, no explicit stop, and no
     bisphosphonate given or ordered since it."""
     last = last if last is not None else last_denosumab_dose(ctx)
-    if last is None or ctx.as_of - last.date > timedelta(days=ctx.threshold("therapy_active_max_days")):
+    if last is None or calendar_days(last.date, ctx.as_of) > ctx.threshold("therapy_active_max_days"):
         return False
     return explicit_stop(ctx, last) is None and not bisphosphonate_after(ctx, last.date)
 
