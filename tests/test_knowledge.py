@@ -187,6 +187,9 @@ def test_bisphosphonates_calcimimetics_supplements(kb):
     assert kb.concepts_for(RXNORM, "308867") == {"vitamin-d-supplement"}  # calcitriol 0.25 mcg
     assert kb.concepts_for(RXNORM, "388517") == frozenset()  # topical calcitriol excluded
     assert "vitamin-d-supplement" in kb.concepts_for(RXNORM, "11253")  # "Vitamin D" IN
+    # a component of a calcium + D combination is only what it names
+    assert kb.concepts_for(RXNORM, "332816") == {"vitamin-d-supplement"}  # SCDC cholecalciferol 1000 UNT
+    assert kb.concepts_for(RXNORM, "315519") == {"calcium-supplement"}  # SCDC calcium carbonate 600 MG
 
 
 # ------------------------------------------------------------------------------ ICD-10-CM semantics

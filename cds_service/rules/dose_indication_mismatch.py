@@ -2,7 +2,7 @@
 60 mg (which does not prevent skeletal-related events) for bone metastases or myeloma, or
 120 mg every 4 weeks (an oncology dose) for osteoporosis.
 
-When: the order's regimen (`regimens.regimen_of`: product, else dose, else text) is
+When: the order's regimen (`regimen.regimen_of`: product, else dose, else text) is
 - 60 mg, and the patient has bone metastases or multiple myeloma, and no osteoporosis-type
   indication (osteoporosis, osteopenia, treatment-induced bone loss); or
 - 120 mg, and the patient has an osteoporosis-type indication and no oncologic one (bone

@@ -2,7 +2,7 @@
 is not the product's, or a giant cell tumour of bone treated without its loading doses.
 
 When: a denosumab order whose regimen is known (from the product, else the dose, else the text —
-`regimens.regimen_of`) and whose written dose or interval does not fit it:
+`regimen.regimen_of`) and whose written dose or interval does not fit it:
 - intervals compared in days: 60 mg at an interval under dosing_regimen_60mg_min_interval_days
   (150); 120 mg at an interval over dosing_regimen_120mg_max_interval_days (35: "monthly" and
   "every 4 weeks" do not fire, every 6 weeks does); intervals are shown in words ("every 6

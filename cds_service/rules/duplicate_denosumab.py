@@ -1,15 +1,18 @@
 """duplicate-denosumab: prevents two denosumab therapies at once (e.g. Prolia with Xgeva, or a
 reference product with its biosimilar: the same active ingredient).
 
-When: a denosumab order and, besides it (`indications.other_denosumab_orders`), another active
-denosumab order in the patient's history, or a second denosumab draft order in this call
-(order-sign: every draft; order-select: every draft, not only the selected ones). Any product
-counts, biosimilars included. The draft itself is never its own duplicate, even when the EHR also
-sends it in the MedicationRequest prefetch; stopped, completed and entered-in-error orders are not
-active. A 120 mg loading-dose order beside a 120 mg order, for a patient with giant cell tumour of
-bone or hypercalcemia of malignancy, is that regimen's loading phase, not a duplicate.
-Then: critical card listing each denosumab order found (product, status, date, dose and
-interval); suggests removing the new draft order.
+When: a denosumab order, and (any product, biosimilars included):
+- denosumab drafts of this request (every draft, not only the selected ones) for the same day
+  (`dose_history.draft_moment`), or two standing (repeating) drafts, that do not form a valid
+  schedule (a 120 mg loading-dose order beside the 120 mg regimen, for giant cell tumour of bone
+  or hypercalcemia of malignancy) — or drafts that mix the two regimens: critical;
+- an active denosumab order in the history (`indications.active_denosumab_orders`; never the
+  draft itself, also when the EHR sends it in the prefetch) of the other regimen: critical; of
+  the same regimen (a standing order re-ordered, a switch to a biosimilar): warning.
+  Drafts days or weeks apart are dose-too-soon's concern, not duplicates.
+Linear in the number of drafts: each is compared with its neighbour in moment order only.
+Then: the card lists every order involved (product, status, date, dose, interval in words) and
+says to keep one (discontinue the other); suggests removing each focused draft involved.
 Source: Prolia ISI ("Patients receiving Prolia should not receive Xgeva"); Xgeva label.
 """
 

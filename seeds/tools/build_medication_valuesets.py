@@ -8,8 +8,10 @@ Each row's source names the extract's version (its header line).
     python seeds/tools/build_medication_valuesets.py          # write seeds/valuesets/<name>.csv
     python seeds/tools/build_medication_valuesets.py --check  # exit 1 when a file differs
 
-The calcium and vitamin D supplement sets follow a reviewed per-drug selection rule
-(valuesets.toml notes) and are not generated here.
+The calcium and vitamin D supplement sets take every product of the extract that contains the
+agent (calcium salt; a vitamin D), less the products the reviewed selection rule leaves out
+(valuesets.toml notes: antacid and drug combinations, multivitamins, topical calcitriol...),
+listed one by one in medication-valueset-exclusions.csv.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def _not_palopegteriparatide(row) -> bool:
     return "0.3 MG/ML" not in row["name"] and row["name"] != "Yorvipath"
 
 
-# value set -> (extract, root RxCUIs, which rows of those roots)
+_CALCIUM_SALT = re.compile(r"calcium (carbonate|citrate|phosphate)|tricalcium", re.IGNORECASE)
+_VITAMIN_D = re.compile(r"cholecalciferol|ergocalciferol|calcifediol|calcitriol", re.IGNORECASE)
+_ANY_ROOT = None  # every root of the extract
+
+# value set -> (extract, root RxCUIs (None: any), which rows of those roots)
 SPECS = {
     "denosumab-60mg": (DENOSUMAB, {"993449"}, lambda r: "60 MG/ML" in r["name"]),
     "denosumab-120mg": (DENOSUMAB, {"993449"}, lambda r: "70 MG/ML" in r["name"]),
@@ -60,6 +66,8 @@ SPECS = {
     "iv-bisphosphonate-other": (BONE, {"115264", "11473"}, lambda r: r["root_rxcui"] == "11473" or _injectable(r)),
     "other-osteoporosis-agent": (BONE, {"2123126", "32915"}, _not_palopegteriparatide),
     "calcimimetic": (BONE, {"407990", "1876119"}, lambda r: True),
+    "calcium-supplement": (CALCIUM_D, _ANY_ROOT, lambda r: bool(_CALCIUM_SALT.search(r["name"]))),
+    "vitamin-d-supplement": (CALCIUM_D, _ANY_ROOT, lambda r: bool(_VITAMIN_D.search(r["name"]))),
 }
 # Rows of one set that another extract holds (the alendronate/cholecalciferol tablets are filed
 # under cholecalciferol in the calcium/vitamin D extract).
@@ -85,12 +93,17 @@ def rows_of(valueset: str) -> list[dict]:
     extract, roots, wanted = SPECS[valueset]
     version, rows = read_extract(extract)
     label = _version_label(version)
-    of_roots = [r for r in rows if r["root_rxcui"] in roots]
-    chosen = [r for r in of_roots if r["tty"] != "BN" and wanted(r)]
+    of_roots = [r for r in rows if roots is None or r["root_rxcui"] in roots]
+    excluded = exclusions().get(valueset, set())
+    chosen = [r for r in of_roots if r["tty"] != "BN" and wanted(r) and r["rxcui"] not in excluded]
     brands = {m.group(1) for r in chosen if (m := _BRAND.search(r["name"]))}
     chosen += [r for r in of_roots if r["tty"] == "BN" and (r["name"] in brands or (wanted(r) and r["name"] not in _all_brands(of_roots)))]
-    out = []
-    for r in sorted(chosen, key=lambda r: of_roots.index(r)):
+    position = {id(r): i for i, r in enumerate(of_roots)}
+    out, seen = [], set()
+    for r in sorted(chosen, key=lambda r: position[id(r)]):
+        if r["rxcui"] in seen:  # a product filed under two roots (a combination)
+            continue
+        seen.add(r["rxcui"])
         out.append({"system": RXNORM, "code": r["rxcui"], "display": f"{r['name']} ({r['tty']})", "source": label})
         for ndc in filter(None, (r.get("ndc11") or "").split(",")):
             out.append({"system": NDC, "code": ndc, "display": f"NDC of {r['name']} (RxCUI {r['rxcui']})",
@@ -100,6 +113,15 @@ def rows_of(valueset: str) -> list[dict]:
 
 def _all_brands(rows) -> set[str]:
     return {m.group(1) for r in rows if (m := _BRAND.search(r["name"]))}
+
+
+def exclusions() -> dict[str, set[str]]:
+    """RxCUIs the reviewed selection rule leaves out, per value set."""
+    found: dict[str, set[str]] = {}
+    with open(Path(__file__).with_name("medication-valueset-exclusions.csv"), encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            found.setdefault(row["valueset"], set()).add(row["rxcui"])
+    return found
 
 
 def extras() -> dict[str, list[dict]]:
