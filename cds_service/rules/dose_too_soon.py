@@ -50,6 +50,7 @@ class TooSoon:
     regimen: str
     critical: bool
     dispense_only: bool
+    previous_regimen: str | None = None
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
@@ -91,6 +92,7 @@ def too_soon_orders(ctx: RuleContext) -> list[TooSoon]:
     previous_date = last.date if last else None
     previous_text = dose_history.fmt_dose(last) if last else None
     previous_dispense_only = last.is_dispense_only if last else False
+    previous_regimen = last.regimen if last else None
     previous_is_draft = False
     fallback_regimen = dose_history.history_regimen(ctx)
     loading_indication = bool(drafts) and indications.has_loading_dose_indication(ctx, drafts[0])
@@ -106,8 +108,9 @@ def too_soon_orders(ctx: RuleContext) -> list[TooSoon]:
             problem = _judge(ctx, moment, draft_regimen, previous_date, course, loading_indication)
             if problem is not None:
                 found.append(TooSoon(draft, moment, previous_date, previous_text, draft_regimen,
-                                     problem and not previous_dispense_only, previous_dispense_only))
+                                     problem and not previous_dispense_only, previous_dispense_only, previous_regimen))
         previous_date, previous_dispense_only, previous_is_draft = moment, False, True
+        previous_regimen = draft_regimen
         previous_text = f"the draft order {draft.name} in this request, for {common.fmt_date(moment)}"
         if draft_regimen == "120mg":
             course.add(moment)
@@ -147,6 +150,11 @@ def too_soon_finding(ctx: RuleContext, found: list[TooSoon]) -> Finding:
             line += (
                 " The last dose on record is a **dispense with no administration recorded**: is this order "
                 "for that dispensed syringe? If it was given, record the administration and cancel this order."
+            )
+        if item.previous_regimen and item.previous_regimen != item.regimen:
+            line += (
+                f" Regimen change: the dose before was {regimen.REGIMEN_WORDS[item.previous_regimen]}, this order is "
+                f"{regimen.REGIMEN_WORDS[item.regimen]}; the interval follows this order's regimen."
             )
         lines.append(line)
     detail = (

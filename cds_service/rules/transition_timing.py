@@ -156,7 +156,7 @@ def timing_finding(ctx: RuleContext, last, orders, timing: str | None, safety: l
     if over_limit and renal_plan in (transition.ORAL_BISPHOSPHONATE, transition.SPECIALIST_REFERRAL):
         way_out, _ = transition.renal_rule_suggestion(ctx, last.date, start=None)
         suggestions.append(Suggestion(
-            label=f"Cancel the draft; {way_out.label[0].lower()}{way_out.label[1:]}"[:79],
+            label=f"Cancel the draft; {way_out.label[0].lower()}{way_out.label[1:]}",
             actions=common.cancel_order_actions(over_limit) + way_out.actions,
             is_recommended=True,
         ))

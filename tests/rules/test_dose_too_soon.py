@@ -155,3 +155,9 @@ def test_many_drafts_are_read_in_one_pass(monkeypatch):
     assert finding is not None and finding.indicator == "warning"
     assert sum(line.startswith("- **") for line in finding.detail.splitlines()) == 1  # only the first is too soon
     assert len(calls) <= 2 * len(drafts)
+
+
+def test_a_regimen_change_is_named_and_the_interval_follows_the_draft():
+    finding = run([given(XGEVA, 60)])  # Xgeva 60 days ago, now a Prolia draft: 60 mg regimen, under 150 days
+    assert finding.indicator == "warning"
+    assert "Regimen change: the dose before was 120 mg every 4 weeks, this order is 60 mg every 6 months" in finding.detail
