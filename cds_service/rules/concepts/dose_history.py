@@ -29,6 +29,7 @@ from cds_service.rules.concepts.medications import (
     DENOSUMAB, DOSE_GIVEN_STATUSES, DOSE_RECORD_SOURCES, ORDER_SOURCE, WITHDRAWN_MEDICATION_STATUSES, fmt_medication,
 )
 from cds_service.rules.concepts.regimen import regimen_of
+from cds_service.rules.concepts.transition import bisphosphonates_since
 from cds_service.rules.context import RuleContext
 
 # Which record dates a dose made of several records (lower = preferred).
@@ -160,20 +161,13 @@ def explicit_stop(ctx: RuleContext, last: Dose | None = None) -> MedicationEntry
     return None
 
 
-def bisphosphonate_after(ctx: RuleContext, since: datetime) -> bool:
-    """Lazy import-free check used by `therapy_is_active`: see concepts.transition."""
-    from cds_service.rules.concepts.transition import bisphosphonates_since
-
-    return bool(bisphosphonates_since(ctx, since))
-
-
 def therapy_is_active(ctx: RuleContext, last: Dose | None = None) -> bool:
     """Therapy active (patient-view): last dose at most 24 months old, no explicit stop, and no
     bisphosphonate given or ordered since it."""
     last = last if last is not None else last_denosumab_dose(ctx)
     if last is None or calendar_days(last.date, ctx.as_of) > ctx.threshold("therapy_active_max_days"):
         return False
-    return explicit_stop(ctx, last) is None and not bisphosphonate_after(ctx, last.date)
+    return explicit_stop(ctx, last) is None and not bisphosphonates_since(ctx, last.date)
 
 
 def draft_moment(ctx: RuleContext, order: MedicationEntry) -> datetime:
