@@ -36,7 +36,7 @@ from cds_service.rules.concepts.dose_history import Dose
 from cds_service.rules.context import RuleContext
 
 TOPIC = "transition-needed"
-NEEDS = frozenset({"medications", "labs", "procedures"})
+NEEDS = frozenset({"medications", "labs"})  # the DXA looked for is an Absence of "procedures"
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:

@@ -130,6 +130,7 @@ def test_biosimilar_and_text_only_doses_are_60mg():
     (medication_order({"system": RXNORM, "code": "904431", "display": "alendronic acid 70 MG Oral Tablet"},
                       status="active", days=30), True),                          # sandbox: RxNorm code in no value set
     (given(ZOLEDRONIC_ACID_5MG, 600), False),                                    # before the last dose
+    (medication_order(ALENDRONATE, status="active", days=900), False),           # an old order left active
     (medication_order(ALENDRONATE, status="cancelled", days=30), False),         # never started
     (medication_order(ALENDRONATE, status="entered-in-error", days=30), False),
 ])

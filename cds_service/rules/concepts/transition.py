@@ -31,21 +31,21 @@ ZOLEDRONIC_ACID, ORAL_BISPHOSPHONATE, SPECIALIST_REFERRAL, RENAL_TEST_FIRST = (
 
 def therapy_since(ctx: RuleContext, concepts: frozenset[str], since: datetime) -> tuple[MedicationEntry, ...]:
     """Records of `concepts` given or ordered after `since`: administrations, dispenses,
-    statements and orders dated after it (not withdrawn), the active orders and statements (an
-    active one is therapy now, whenever it was written), and the other draft orders of this
-    call. The focused draft orders themselves are not counted."""
+    statements and orders dated after it (not withdrawn), undated active orders and statements
+    (therapy now), and the other draft orders of this call. An active order written BEFORE
+    `since` does not count: EHRs leave old orders active (an alendronate order from before
+    denosumab must not pass for the transition). The focused draft orders are not counted."""
     dated = [
         m for m in ctx.record.medications_of(concepts, since=since)
         if m.status not in WITHDRAWN_MEDICATION_STATUSES and m.date is not None and since < m.date <= ctx.as_of
     ]
-    seen = {id(m) for m in dated}
-    # Active now, whenever written — but not a statement the patient only intends to follow.
-    active = [
+    # Undated: only active ones, and not a statement the patient only intends to follow.
+    undated_active = [
         m for m in active_medications(ctx.record, concepts)
-        if id(m) not in seen and m.status not in WITHDRAWN_MEDICATION_STATUSES
+        if m.date is None and m.status not in WITHDRAWN_MEDICATION_STATUSES
     ]
     drafts = [d for d in ctx.record.draft_orders if d.concepts & concepts and d not in ctx.orders]
-    return tuple(dated + active + drafts)
+    return tuple(dated + undated_active + drafts)
 
 
 def bisphosphonates_since(ctx: RuleContext, since: datetime) -> tuple[MedicationEntry, ...]:
