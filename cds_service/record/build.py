@@ -99,6 +99,14 @@ def _raw_codings(codeable) -> tuple[tuple[str, str], ...]:
     return tuple(found)
 
 
+def _raw_names(codeable) -> tuple[str, ...]:
+    """A raw CodeableConcept's text and its codings' displays."""
+    if not isinstance(codeable, dict):
+        return ()
+    names = [codeable.get("text")] + [c.get("display") for c in codeable.get("coding") or () if isinstance(c, dict)]
+    return tuple(name for name in names if isinstance(name, str) and name.strip())
+
+
 def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
     """True when the resource names a different patient than the hook's context."""
     if not patient_id:
@@ -190,10 +198,10 @@ class _Builder:
         codings = _raw_codings(concept)
         concepts = self.kb.concepts_for_codings(codings)
         if not concepts:
-            # A medication in no value set is recognised by its text, else its display: uncoded,
-            # coded only locally (an Epic ERX id), or coded in RxNorm with a code newer than the
-            # extract the value sets come from (`MedicationEntry.matched_by_name` tells the card).
-            concepts = self.kb.concepts_for_text(_raw_name(concept, ""))
+            # A medication in no value set is recognised by its text and its codings' displays:
+            # uncoded, coded only locally (an Epic ERX id), or coded in RxNorm with a code newer
+            # than the extract the value sets come from (`MedicationEntry.matched_by_name` tells the card).
+            concepts = frozenset().union(*(self.kb.concepts_for_text(name) for name in _raw_names(concept)))
         return concept, concepts
 
     def draft_order(self, raw: dict) -> MedicationEntry | None:

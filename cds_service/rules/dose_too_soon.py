@@ -141,7 +141,7 @@ def too_soon_finding(ctx: RuleContext, found: list[TooSoon]) -> Finding:
         due = item.previous_date + timedelta(days=ctx.threshold(regimen.REGIMEN_INTERVAL[item.regimen]))
         when = "now" if item.moment == ctx.as_of else f"for {common.fmt_date(item.moment)}"
         line = (
-            f"- **{item.order.name}** ({when}): **{dose_history.calendar_days(item.previous_date, item.moment)} days** after "
+            f"- **{item.order.name}**{medications.name_match_note(item.order)} ({when}): **{dose_history.calendar_days(item.previous_date, item.moment)} days** after "
             f"{item.previous} — the {regimen.regimen_name(item.regimen)} regimen is given "
             f"{regimen.interval_in_words(ctx.threshold(regimen.REGIMEN_INTERVAL[item.regimen]))}; "
             f"not before {common.fmt_number(minimum)} days. Next dose due about **{common.fmt_date(due)}**."

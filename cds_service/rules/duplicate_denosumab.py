@@ -106,7 +106,7 @@ def describe(ctx: RuleContext, order: MedicationEntry) -> str:
     elif order.dosage_text:
         dosage.append(order.dosage_text)
     regimen = regimens.regimen_of(ctx, order)
-    text = f"**{order.name}**" + (f" ({order.reference})" if order.reference else "") + f" — {where}"
+    text = f"**{order.name}**" + (f" ({order.reference})" if order.reference else "") + medications.name_match_note(order) + f" — {where}"
     if dosage:
         text += ": " + " ".join(dosage)
     if regimen:

@@ -186,7 +186,7 @@ def _absences(ctx: RuleContext, last, timing: str | None, safety) -> tuple[Absen
 def _detail(ctx: RuleContext, last, orders, timing: str | None, safety: list[SafetyProblem]) -> str:
     days = common.days_between(last.date, ctx.as_of)
     start, end = window(ctx, last)
-    ordered = ", ".join(f"**{order.name}**" for order in orders)
+    ordered = ", ".join(f"**{order.name}**{medications.name_match_note(order)}" for order in orders)
     text = (
         f"Ordered now: {ordered}.\n\n"
         f"**Last denosumab dose: {dose_history.fmt_dose(last)}** — {common.fmt_elapsed(days)} ago.\n\n"

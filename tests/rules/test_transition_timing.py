@@ -149,3 +149,11 @@ def test_no_denosumab_history_no_card():
 
 def test_not_a_bisphosphonate_no_card():
     assert run([given(PROLIA, 100), egfr(70)], [draft(FORTEO)]) is None
+
+
+def test_a_bisphosphonate_coded_with_a_code_in_no_value_set_is_recognised_by_name_and_says_so():
+    """The sandbox's alendronic acid 70 mg weekly (RxNorm 904431) is in no value set of the extract."""
+    sandbox = {"system": RXNORM, "code": "904431", "display": "alendronic acid 70 MG Oral Tablet"}
+    finding = run([given(PROLIA, 119), egfr(70)], [draft(sandbox)])
+    assert finding is not None and "too early" in finding.summary
+    assert "code 904431 is in no value set of this service: recognised by its name" in finding.detail
