@@ -36,7 +36,8 @@ from cds_service.ops.metrics import record_store_error, record_suppressed
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.request import HookRequest
 from cds_service.record.model import PatientRecord
-from cds_service.rules.common import DENOSUMAB, last_dose_given, regimen_of
+from cds_service.rules.concepts.dose_history import last_denosumab_dose
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 from cds_service.rules.engine import ORDER_HOOKS, focus_triggers
 from cds_service.store.ledger import CardLedger, IssuedCard, PastOverride
@@ -148,8 +149,8 @@ def call_regimen(record: PatientRecord, kb: Knowledge, as_of: datetime, hook: st
         regimen = regimen_of(ctx, order)
         if regimen:
             return regimen
-    last = last_dose_given(record, as_of, DENOSUMAB)
-    return regimen_of(ctx, last) if last is not None else None
+    last = last_denosumab_dose(ctx)
+    return last.regimen if last is not None else None
 
 
 @dataclass

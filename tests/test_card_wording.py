@@ -15,7 +15,8 @@ from tests.conftest import load_scenario, scenario_paths
 LABEL_MAX = 80
 SUMMARY_MAX = 140
 # An interval in days where a calendar word fits ("every 183 days", "every 1 days", "every 7 days").
-EVERY_N_DAYS = re.compile(r"\bevery (\d+) days?\b|\b(1) days\b", re.IGNORECASE)
+# An interval in days followed by its calendar words ("every 149 days (about 5 months)") is fine.
+EVERY_N_DAYS = re.compile(r"\bevery (\d+) days?\b(?! \(about)|\b(1) days\b", re.IGNORECASE)
 
 
 def wants_words(days: int) -> bool:
@@ -80,12 +81,13 @@ def test_every_card_cites_its_source_with_a_url(responses):
 @pytest.mark.parametrize("days, words", [
     (1, "daily"), (7, "weekly"), (14, "every 2 weeks"), (28, "every 4 weeks"), (30, "monthly"),
     (30.4375, "monthly"), (91, "every 3 months"), (84, "every 12 weeks"), (182.6, "every 6 months"), (183, "every 6 months"),
-    (180, "about every 6 months"), (365, "yearly"), (10, "every 10 days"), (45, "every 45 days"),
+    (180, "every 6 months"), (365, "yearly"), (10, "every 10 days"), (45, "every 45 days"),
+    (149, "every 149 days (about 5 months)"), (0.5, "twice daily"),
 ])
 def test_intervals_are_written_in_calendar_words(days, words):
-    from cds_service.rules.common import fmt_interval
+    from cds_service.rules.concepts.regimen import interval_in_words
 
-    assert fmt_interval(days) == words
+    assert interval_in_words(days) == words
 
 
 STANDARD_SYSTEMS = {

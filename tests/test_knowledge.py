@@ -36,7 +36,7 @@ CATALOG_TOPICS = {
     "dental-clearance", "osteonecrosis-of-jaw", "hypocalcemia", "calcium-monitoring", "hypocalcemia-risk",
     "vitamin-d-deficiency", "calcium-vitamin-d-supplementation", "overdue-dose", "transition-needed",
     "transition-timing", "dosing-regimen", "dose-indication-mismatch", "duplicate-denosumab", "pregnancy",
-    "pediatric", "active-infection", "atypical-femoral-fracture",
+    "pediatric", "active-infection", "atypical-femoral-fracture", "dose-too-soon",
 }
 
 # Value set names other code depends on (a contract): they must all exist.
@@ -172,7 +172,9 @@ def test_bisphosphonates_calcimimetics_supplements(kb):
     assert "oral-bisphosphonate" in kb.concepts_for(RXNORM, "904495")  # Fosamax Plus D
     assert "vitamin-d-supplement" not in kb.concepts_for(RXNORM, "904495")
     assert kb.concepts_for(RXNORM, "1737461") == {"iv-bisphosphonate-other"}  # pamidronate 90 mg
-    assert kb.concepts_for(RXNORM, "904955") == {"iv-bisphosphonate-other"}  # ibandronate injection
+    assert kb.concepts_for(RXNORM, "904955") == {"iv-bisphosphonate-other", "ibandronate"}  # ibandronate injection
+    assert kb.concepts_for(RXNORM, "905083") == {"oral-bisphosphonate", "risedronate"}  # risedronate 75 mg
+    assert "alendronate" in kb.concepts_for(RXNORM, "904495")  # Fosamax Plus D: the alendronate limit applies
     assert kb.concepts_for(RXNORM, "656137") == {"calcimimetic"}  # Sensipar 30 mg
     assert kb.concepts_for(RXNORM, "1876138") == {"calcimimetic"}  # Parsabiv
     # calcium + vitamin D combination is both; plain Tums (antacid calcium carbonate) is calcium
@@ -185,6 +187,9 @@ def test_bisphosphonates_calcimimetics_supplements(kb):
     assert kb.concepts_for(RXNORM, "308867") == {"vitamin-d-supplement"}  # calcitriol 0.25 mcg
     assert kb.concepts_for(RXNORM, "388517") == frozenset()  # topical calcitriol excluded
     assert "vitamin-d-supplement" in kb.concepts_for(RXNORM, "11253")  # "Vitamin D" IN
+    # a component of a calcium + D combination is only what it names
+    assert kb.concepts_for(RXNORM, "332816") == {"vitamin-d-supplement"}  # SCDC cholecalciferol 1000 UNT
+    assert kb.concepts_for(RXNORM, "315519") == {"calcium-supplement"}  # SCDC calcium carbonate 600 MG
 
 
 # ------------------------------------------------------------------------------ ICD-10-CM semantics
@@ -329,7 +334,10 @@ def test_lookups_are_fast(kb):
         ("denosumab-bbdz 60 mg", {"denosumab-unspecified-strength"}),
         ("Reclast 5 mg IV", {"zoledronic-acid", "zoledronic-acid-5mg"}),
         ("zoledronic acid 4 mg", {"zoledronic-acid"}),
-        ("alendronate 70 mg weekly", {"oral-bisphosphonate"}),
+        ("alendronate 70 mg weekly", {"oral-bisphosphonate", "alendronate"}),
+        ("Fosamax 70 MG Oral Tablet", {"oral-bisphosphonate", "alendronate"}),
+        ("ibandronic acid 2.5 MG Oral Tablet", {"oral-bisphosphonate", "ibandronate"}),
+        ("Actonel 75 MG Oral Tablet", {"oral-bisphosphonate", "risedronate"}),
         ("Tymlos pen", {"other-osteoporosis-agent"}),
         ("Calcium carbonate 600 mg + Vitamin D3 400 IU", {"calcium-supplement", "vitamin-d-supplement"}),
         ("cinacalcet 30 mg", {"calcimimetic"}),
@@ -379,8 +387,8 @@ CATALOG_NUMBERS = {
     "vitamin_d_daily_iu_max": (800, "IU/day"),
     "regimen_60mg_dose_mg": (60, "mg"),
     "regimen_120mg_dose_mg": (120, "mg"),
-    "regimen_60mg_interval_days": (182, "days"),
-    "regimen_60mg_grace_days": (28, "days"),
+    "regimen_60mg_interval_days": (183, "days"),
+    "regimen_60mg_grace_days": (30, "days"),
     "regimen_120mg_interval_days": (28, "days"),
     "regimen_120mg_grace_days": (7, "days"),
     "transition_due_days": (182, "days"),
@@ -396,6 +404,23 @@ CATALOG_NUMBERS = {
     "contraception_months_after_last_dose": (5, "months"),
     "pediatric_age_below_years": (18, "years"),
     "dialysis_procedure_lookback_days": (90, "days"),
+    # catalog v2: dose history, dose-too-soon, rebound, dosing-regimen
+    "dose_record_merge_days_60mg": (14, "days"),
+    "dose_record_merge_days_120mg": (3, "days"),
+    "therapy_active_max_days": (730, "days"),
+    "transition_reassess_max_days": (1826, "days"),
+    "dose_too_soon_60mg_min_days": (150, "days"),
+    "dose_too_soon_60mg_critical_days": (28, "days"),
+    "dose_too_soon_120mg_min_days": (21, "days"),
+    "dose_too_soon_120mg_critical_days": (6, "days"),
+    "loading_course_gap_days": (84, "days"),
+    "loading_course_window_days": (35, "days"),
+    "loading_dose_min_gap_days": (6, "days"),
+    "egfr_oral_bisphosphonate_min": (30, "mL/min/1.73m2"),
+    "egfr_alendronate_min": (35, "mL/min/1.73m2"),
+    "kidney_function_zoledronic_acid_lookback_days": (30, "days"),
+    "dosing_regimen_60mg_min_interval_days": (150, "days"),
+    "dosing_regimen_120mg_max_interval_days": (35, "days"),
 }
 
 
@@ -409,7 +434,7 @@ def test_catalog_number_is_a_threshold(kb, name):
 
 def test_derived_catalog_numbers(kb):
     # 60 mg overdue after 7 months = 6 months + 4 weeks; 120 mg after 5 weeks = 4 weeks + 7 days
-    assert kb.threshold("regimen_60mg_interval_days") + kb.threshold("regimen_60mg_grace_days") == 210
+    assert kb.threshold("regimen_60mg_interval_days") + kb.threshold("regimen_60mg_grace_days") == 213
     assert kb.threshold("regimen_120mg_interval_days") + kb.threshold("regimen_120mg_grace_days") == 35
     # paired limits agree under the unit conversions the record uses (seeds/units.toml)
     units = analyte_units()
@@ -614,3 +639,26 @@ def test_missing_seeds_dir(tmp_path):
 def test_a_valid_copy_loads(seeds_copy):
     kb2 = load_knowledge(seeds_copy)
     assert set(kb2.value_sets) == set(load_knowledge(REPO_SEEDS).value_sets)
+
+
+# ------------------------------------------------------------------------------ generated medication value sets
+
+
+def test_medication_value_sets_are_what_the_rxnorm_extract_generates(kb):
+    """seeds/tools/build_medication_valuesets.py --check: the committed CSVs are the extract's rows."""
+    import runpy
+
+    tool = runpy.run_path(str(kb.seeds_dir / "tools" / "build_medication_valuesets.py"))
+    assert tool["main"](["--check"]) == 0
+
+
+def test_every_product_of_an_agent_in_the_extract_is_in_its_value_set(kb):
+    """Issue 13: every RxNorm ingredient, clinical and branded drug, pack and brand name of the
+    bone agents in the extract is recognised (the sandbox's 17 unrecognised products)."""
+    extract = (kb.seeds_dir / "terminology" / "rxnorm_bone_and_calcimimetic_agents.tsv").read_text().splitlines()[2:]
+    wanted = {"77655": "zoledronic-acid", "73056": "risedronate", "115264": "ibandronate", "11473": "iv-bisphosphonate-other",
+              "2123126": "other-osteoporosis-agent", "407990": "calcimimetic", "1876119": "calcimimetic"}
+    for line in extract:
+        root, _, tty, rxcui, name, *_ = line.split("\t")
+        if root in wanted and "Yorvipath" not in name and "0.3 MG/ML" not in name:
+            assert wanted[root] in kb.concepts_for(RXNORM, rxcui), f"{tty} {rxcui} {name}"

@@ -47,6 +47,24 @@ def service_request(
     return resource
 
 
+def medication_statement(
+    *, codings: tuple[Coding, ...], text: str, patient_id: str | None, note: str | None = None,
+    status: str = "active",
+) -> dict:
+    """A MedicationStatement the patient reports (a supplement bought over the counter; a dose given
+    elsewhere, status completed): `informationSource` the patient."""
+    resource = {
+        "resourceType": "MedicationStatement",
+        "status": status,
+        "medicationCodeableConcept": _codeable(codings, text),
+        **({"subject": {"reference": f"Patient/{patient_id}"},
+            "informationSource": {"reference": f"Patient/{patient_id}"}} if patient_id else {}),
+    }
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
 def medication_request(
     *, codings: tuple[Coding, ...], text: str, dosage_text: str, patient_id: str | None, encounter_id: str | None,
     reason: str | None = None, timing: dict | None = None,
@@ -65,21 +83,4 @@ def medication_request(
     }
     if reason:
         resource["reasonCode"] = [{"text": reason}]
-    return resource
-
-
-def medication_statement(
-    *, codings: tuple[Coding, ...], text: str, patient_id: str | None, note: str | None = None,
-) -> dict:
-    """A MedicationStatement the patient reports (e.g. a supplement bought over the counter):
-    status active, `informationSource` the patient."""
-    resource = {
-        "resourceType": "MedicationStatement",
-        "status": "active",
-        "medicationCodeableConcept": _codeable(codings, text),
-        **({"subject": {"reference": f"Patient/{patient_id}"},
-            "informationSource": {"reference": f"Patient/{patient_id}"}} if patient_id else {}),
-    }
-    if note:
-        resource["note"] = [{"text": note}]
     return resource

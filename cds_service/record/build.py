@@ -49,7 +49,7 @@ _MEDICATION_ELEMENTS = ("status", "subject", "medicationCodeableConcept", "medic
 _READ_ELEMENTS = {
     "Observation": ("status", "code", "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued",
                     "valueQuantity", "valueCodeableConcept", "valueString", "referenceRange", "interpretation"),
-    "MedicationRequest": _MEDICATION_ELEMENTS + ("intent", "authoredOn", "dosageInstruction"),
+    "MedicationRequest": _MEDICATION_ELEMENTS + ("intent", "authoredOn", "dosageInstruction", "dispenseRequest"),
     "MedicationAdministration": _MEDICATION_ELEMENTS + ("effectiveDateTime", "effectivePeriod", "dosage"),
     "MedicationDispense": _MEDICATION_ELEMENTS + ("whenHandedOver", "whenPrepared", "dosageInstruction"),
     "MedicationStatement": _MEDICATION_ELEMENTS + ("effectiveDateTime", "effectivePeriod", "dateAsserted", "dosage"),
@@ -65,6 +65,7 @@ _READ_DOSAGE_ELEMENTS = {
     ("MedicationDispense", "dosageInstruction"): _DOSAGE_ELEMENTS,
     ("MedicationStatement", "dosage"): _DOSAGE_ELEMENTS,
     ("MedicationAdministration", "dosage"): ("text", "dose"),
+    ("MedicationRequest", "dispenseRequest"): ("validityPeriod",),  # the order's moment, nothing else
 }
 
 
@@ -96,6 +97,14 @@ def _raw_codings(codeable) -> tuple[tuple[str, str], ...]:
             if isinstance(system, str) and isinstance(code, str):
                 found.append((system, code))
     return tuple(found)
+
+
+def _raw_names(codeable) -> tuple[str, ...]:
+    """A raw CodeableConcept's text and its codings' displays."""
+    if not isinstance(codeable, dict):
+        return ()
+    names = [codeable.get("text")] + [c.get("display") for c in codeable.get("coding") or () if isinstance(c, dict)]
+    return tuple(name for name in names if isinstance(name, str) and name.strip())
 
 
 def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
@@ -188,10 +197,11 @@ class _Builder:
                 concept = {"text": reference.get("display")} if isinstance(reference.get("display"), str) else None
         codings = _raw_codings(concept)
         concepts = self.kb.concepts_for_codings(codings)
-        if not concepts and not any(canonical_system(system) in KNOWN_SYSTEMS for system, _ in codings):
-            # Text fallback only for medications not coded in a standard terminology (no code at
-            # all, or only an EHR's local code such as an Epic ERX id): text, else the display.
-            concepts = self.kb.concepts_for_text(_raw_name(concept, ""))
+        if not concepts:
+            # A medication in no value set is recognised by its text and its codings' displays:
+            # uncoded, coded only locally (an Epic ERX id), or coded in RxNorm with a code newer
+            # than the extract the value sets come from (`MedicationEntry.matched_by_name` tells the card).
+            concepts = frozenset().union(*(self.kb.concepts_for_text(name) for name in _raw_names(concept)))
         return concept, concepts
 
     def draft_order(self, raw: dict) -> MedicationEntry | None:
@@ -207,8 +217,11 @@ class _Builder:
         source = model.get_resource_type()
         name = _raw_name(concept_raw, "(unnamed medication)")
         date, end_date, dose_mg, timing, dosage_text = _when(model), None, None, None, None
+        dose_date, scheduled = date, None
         if source == "MedicationRequest":
             dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
+            scheduled = _scheduled(model)
+            dose_date = scheduled or date
         elif source == "MedicationAdministration":
             end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
             if model.dosage is not None:
@@ -218,6 +231,7 @@ class _Builder:
             dose_mg, timing, dosage_text = _dosage(model.dosageInstruction)
         elif source == "MedicationStatement":
             end_date = to_datetime(model.effectivePeriod and model.effectivePeriod.end)
+            dose_date = to_datetime(model.effectiveDateTime) or end_date
             dose_mg, timing, dosage_text = _dosage(model.dosage)
         reasons: tuple[Coding, ...] = ()
         reason_refs: tuple[str, ...] = ()
@@ -232,11 +246,16 @@ class _Builder:
             concepts=concepts,
             name=name,
             name_concepts=self.kb.concepts_for_text(name),
+            matched_by_name=bool(concepts) and _has_standard_code(concept_raw) and not self.kb.concepts_for_codings(
+                _raw_codings(concept_raw)
+            ),
             status=model.status,
             intent=getattr(model, "intent", None),
             is_draft_order=draft,
             date=date,
             end_date=end_date,
+            dose_date=dose_date,
+            scheduled=scheduled,
             dose_mg=dose_mg,
             timing=timing,
             dosage_text=dosage_text,
@@ -494,6 +513,28 @@ def _timing_code_days(code: str) -> float | None:
         if digits and unit in _TIMING_CODE_UNITS:
             return int(digits) * _DAYS_PER_UNIT[_TIMING_CODE_UNITS[unit]]
     return None
+
+
+def _has_standard_code(concept) -> bool:
+    return any(canonical_system(system) in KNOWN_SYSTEMS for system, _ in _raw_codings(concept))
+
+
+def _scheduled(request) -> datetime | None:
+    """When a MedicationRequest says it will be given: the first dosage's boundsPeriod.start or
+    earliest timing.event, else dispenseRequest.validityPeriod.start (card catalog: the moment of
+    a draft order)."""
+    for dosage in request.dosageInstruction or ():
+        timing = dosage.timing
+        if timing is None:
+            continue
+        bounds = timing.repeat.boundsPeriod if timing.repeat is not None else None
+        if bounds is not None and bounds.start is not None:
+            return to_datetime(bounds.start)
+        events = [moment for moment in (to_datetime(event) for event in timing.event or ()) if moment is not None]
+        if events:
+            return min(events)
+    validity = request.dispenseRequest.validityPeriod if request.dispenseRequest is not None else None
+    return to_datetime(validity.start) if validity is not None else None
 
 
 def _dosage(dosages) -> tuple[float | None, Timing | None, str | None]:

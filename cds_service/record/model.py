@@ -68,6 +68,14 @@ class MedicationEntry:
     is_draft_order: bool = False  # came from the hook's draftOrders / medications
     date: datetime | None = None  # authoredOn / effective[x] start / whenHandedOver
     end_date: datetime | None = None  # effectivePeriod.end for administrations and statements
+    # When a dose was given (card catalog "Dose history"): administration effective[x] start;
+    # dispense whenHandedOver, else whenPrepared; statement effectiveDateTime or effectivePeriod.end
+    # (never dateAsserted: an open-ended statement is "on therapy, date unknown"); order: `scheduled`,
+    # else authoredOn. None when the record dates no dose.
+    dose_date: datetime | None = None
+    # MedicationRequest: when the order says it will be given (timing.repeat.boundsPeriod.start,
+    # the first timing.event, else dispenseRequest.validityPeriod.start); None when it does not say.
+    scheduled: datetime | None = None
     dose_mg: float | None = None
     timing: Timing | None = None
     dosage_text: str | None = None
@@ -76,6 +84,7 @@ class MedicationEntry:
     reason_references: tuple[str, ...] = ()
     codings: tuple[Coding, ...] = ()
     name_concepts: frozenset[str] = frozenset()  # value sets its name names (medication-names.csv), coded or not
+    matched_by_name: bool = False  # `concepts` come from its name although it carries a standard code
 
     @property
     def reference(self) -> str | None:

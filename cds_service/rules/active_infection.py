@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from cds_service.cards import Finding
 from cds_service.rules import common
-from cds_service.rules.concepts import order_suggestions, recency
+from cds_service.rules.concepts import dose_history, order_suggestions, recency
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 
 TOPIC = "active-infection"
@@ -41,7 +42,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     infections = current_infections(ctx)
     if not infections:
         return None
-    initiating = common.is_initiating(ctx)
+    initiating = dose_history.is_initiating(ctx)
     lines = "\n".join(f"- {common.fmt_condition_dated(c)}" for c in infections)
     windows = (
         f"onset in the last {common.fmt_number(ctx.threshold('infection_lookback_days'))} days, or "
@@ -79,7 +80,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 def on_60mg_regimen(ctx: RuleContext) -> bool:
     """Any focused draft on the 60 mg regimen (its own, else the patient's history regimen), or of
     a regimen the record cannot tell (not shown to be 120 mg)."""
-    return any((common.regimen_of(ctx, order) or common.history_regimen(ctx)) != "120mg" for order in ctx.orders)
+    return any((regimen_of(ctx, order) or dose_history.history_regimen(ctx)) != "120mg" for order in ctx.orders)
 
 
 def current_infections(ctx: RuleContext):

@@ -24,7 +24,7 @@ from datetime import datetime
 from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import ConditionEntry, MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import order_suggestions, recency
+from cds_service.rules.concepts import dose_history, order_suggestions, recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "atypical-femoral-fracture"
@@ -38,7 +38,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     recent_pain = recency.current_diagnoses(ctx, "thigh-hip-groin-pain", "femoral_pain_lookback_days")
     if not fractures and not recent_pain:
         return None
-    doses = common.doses_given(ctx.record, ctx.as_of, common.DENOSUMAB)
+    doses = dose_history.denosumab_doses(ctx)
     first_dose = doses[-1] if doses else None
     pains = tuple(
         pain for pain in recent_pain

@@ -27,7 +27,7 @@ from __future__ import annotations
 from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import calcium, kidney, order_suggestions
+from cds_service.rules.concepts import calcium, kidney, medications, order_suggestions
 from cds_service.rules.context import RuleContext
 
 TOPIC = "calcium-vitamin-d-supplementation"
@@ -49,7 +49,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 
 def supplements_on_record(ctx: RuleContext, concept: str) -> tuple[MedicationEntry, ...]:
     """Active orders and statements of the supplement, and drafts of it in this call."""
-    active = common.active_medications(ctx.record, frozenset({concept}))
+    active = medications.active_medications(ctx.record, frozenset({concept}))
     drafts = tuple(order for order in ctx.record.draft_orders if order.is_a(concept))
     return active + drafts
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from cds_service.cards import Absence, Finding
 from cds_service.record.model import ProcedureEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import recency
+from cds_service.rules.concepts import dose_history, recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dental-clearance"
@@ -64,7 +64,7 @@ def recent_invasive_dental_procedures(ctx: RuleContext) -> tuple[ProcedureEntry,
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
-    initiating = common.is_initiating(ctx)
+    initiating = dose_history.is_initiating(ctx)
     invasive = recent_invasive_dental_procedures(ctx)
     no_exam_before_start = initiating and not has_dental_exam_since(
         ctx, ctx.days_before("dental_exam_initiation_lookback_days")
@@ -114,7 +114,7 @@ def _absences(ctx: RuleContext, initiating: bool) -> tuple[Absence, ...]:
 
 def _therapy_line(ctx: RuleContext, initiating: bool) -> str:
     ordered = ", ".join(order.name for order in ctx.orders)
-    last_dose = common.last_denosumab_dose(ctx)
+    last_dose = dose_history.last_denosumab_dose(ctx)
     if last_dose is None:
         return f"**Denosumab:** no earlier dose on file — this order ({ordered}) starts therapy."
     when = f"last dose {common.fmt_date(last_dose.date)} ({last_dose.name}, {last_dose.source})"

@@ -2,7 +2,7 @@
 60 mg (which does not prevent skeletal-related events) for bone metastases or myeloma, or
 120 mg every 4 weeks (an oncology dose) for osteoporosis.
 
-When: the order's regimen (`common.regimen_of`: product, else dose, else text) is
+When: the order's regimen (`regimen.regimen_of`: product, else dose, else text) is
 - 60 mg, and the patient has bone metastases or multiple myeloma, and no osteoporosis-type
   indication (osteoporosis, osteopenia, treatment-induced bone loss); or
 - 120 mg, and the patient has an osteoporosis-type indication and no oncologic one (bone
@@ -21,8 +21,8 @@ from __future__ import annotations
 from cds_service.cards import Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.common import ONCOLOGIC_INDICATIONS, OSTEOPOROSIS_TYPE_INDICATIONS
-from cds_service.rules.concepts import order_suggestions
+from cds_service.rules.concepts import indications, order_suggestions, regimen as regimens
+from cds_service.rules.concepts.indications import ONCOLOGIC_INDICATIONS, OSTEOPOROSIS_TYPE_INDICATIONS
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dose-indication-mismatch"
@@ -34,22 +34,22 @@ SRE_PREVENTION_INDICATIONS = ("bone-metastases", "multiple-myeloma")
 
 def evaluate(ctx: RuleContext) -> Finding | None:
     for order in ctx.orders:
-        regimen = common.regimen_of(ctx, order)
+        regimen = regimens.regimen_of(ctx, order)
         if regimen == "60mg":
-            oncologic = common.indication_evidence(ctx, order, SRE_PREVENTION_INDICATIONS)
-            if oncologic and not common.indication_evidence(ctx, order, OSTEOPOROSIS_TYPE_INDICATIONS):
+            oncologic = indications.indication_evidence(ctx, order, SRE_PREVENTION_INDICATIONS)
+            if oncologic and not indications.indication_evidence(ctx, order, OSTEOPOROSIS_TYPE_INDICATIONS):
                 return low_dose_for_bone_metastases(ctx, order, oncologic)
         elif regimen == "120mg":
-            osteoporosis = common.indication_evidence(ctx, order, OSTEOPOROSIS_TYPE_INDICATIONS)
-            if osteoporosis and not common.indication_evidence(ctx, order, ONCOLOGIC_INDICATIONS):
+            osteoporosis = indications.indication_evidence(ctx, order, OSTEOPOROSIS_TYPE_INDICATIONS)
+            if osteoporosis and not indications.indication_evidence(ctx, order, ONCOLOGIC_INDICATIONS):
                 return oncology_dose_for_osteoporosis(ctx, order, osteoporosis)
     return None
 
 
 def how_regimen_was_told(ctx: RuleContext, order: MedicationEntry) -> str:
-    if common.product_regimen(order) is not None:
+    if regimens.product_regimen(order) is not None:
         return "from the product"
-    if common.regimen_of_dose(ctx, order.dose_mg) is not None:
+    if regimens.regimen_of_dose(ctx, order.dose_mg) is not None:
         return f"from the dose written, {common.fmt_number(order.dose_mg)} mg"
     return "from the order text"
 

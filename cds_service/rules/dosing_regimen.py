@@ -2,15 +2,16 @@
 is not the product's, or a giant cell tumour of bone treated without its loading doses.
 
 When: a denosumab order whose regimen is known (from the product, else the dose, else the text —
-`common.regimen_of`) and whose written dose or interval does not fit it:
-- 60 mg more often than every 6 months (interval shorter than regimen_60mg_interval_days less
-  regimen_60mg_min_interval_tolerance_days: "every 180 days" is how some EHRs write 6 months);
-- 120 mg at intervals longer than 4 weeks (longer than regimen_120mg_interval_days plus
-  regimen_120mg_max_interval_tolerance_days: "monthly" is how many EHRs write every 4 weeks);
+`regimen.regimen_of`) and whose written dose or interval does not fit it:
+- intervals compared in days: 60 mg at an interval under dosing_regimen_60mg_min_interval_days
+  (150); 120 mg at an interval over dosing_regimen_120mg_max_interval_days (35: "monthly" and
+  "every 4 weeks" do not fire, every 6 weeks does); intervals are shown in words ("every 6
+  months", "every 4 weeks", "daily"), never "every 183 days";
 - a dose in mg that is not the dose of the product ordered (e.g. 120 mg of a 60 mg/mL product);
-- (info) giant cell tumour of bone at initiation without the day 8 and day 15 loading doses.
+- (info) giant cell tumour of bone or hypercalcemia of malignancy at initiation without the day 8
+  and day 15 loading doses.
   Loading doses count as ordered when this order, another draft of this call or an active
-  denosumab order is a loading-dose order (`common.is_loading_dose_order`: a weekly schedule, or
+  denosumab order is a loading-dose order (`indications.is_loading_dose_order`: a weekly schedule, or
   dosage text naming both loading days or "loading").
 The interval comes from dosageInstruction.timing (period/periodUnit with frequency, or a code such
 as Q6M); a once-only order (repeat.count 1) has no interval. An order still being written
@@ -30,7 +31,7 @@ from cds_service.cards import Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import order_suggestions
+from cds_service.rules.concepts import dose_history, indications, medications, order_suggestions, regimen as regimens
 from cds_service.rules.context import RuleContext
 
 TOPIC = "dosing-regimen"
@@ -42,9 +43,10 @@ REGIMEN_INTERVAL = {"60mg": "regimen_60mg_interval_days", "120mg": "regimen_120m
 def evaluate(ctx: RuleContext) -> Finding | None:
     problems: list[str] = []
     missing_loading: list[MedicationEntry] = []
+    loading_check = LoadingDoseCheck(ctx)
     for order in ctx.orders:
         problems += dose_problems(ctx, order) + interval_problems(ctx, order)
-        if needs_loading_doses(ctx, order):
+        if loading_check.needs_loading_doses(order):
             missing_loading.append(order)
     if problems:
         return regimen_finding(ctx, problems, missing_loading)
@@ -57,8 +59,8 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 
 def dose_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
     """The written dose is not the dose of the product's regimen."""
-    regimen = common.product_regimen(order)
-    if regimen is None or order.dose_mg is None or common.regimen_of_dose(ctx, order.dose_mg) == regimen:
+    regimen = regimens.product_regimen(order)
+    if regimen is None or order.dose_mg is None or regimens.regimen_of_dose(ctx, order.dose_mg) == regimen:
         return []
     return [
         f"**{order.name}**: dose **{common.fmt_number(order.dose_mg)} mg** written, but this product is "
@@ -67,20 +69,20 @@ def dose_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
 
 
 def interval_problems(ctx: RuleContext, order: MedicationEntry) -> list[str]:
-    regimen = common.regimen_of(ctx, order)
+    regimen = regimens.regimen_of(ctx, order)
     days = interval_days(order)
     if regimen is None or days is None:
         return []
     if regimen == "60mg" and is_more_often_than_every_6_months(ctx, days):
         return [
             f"**{order.name}**: {interval_text(order)} — 60 mg is given once every 6 months "
-            f"({common.fmt_number(ctx.threshold('regimen_60mg_interval_days'))} days); more frequent doses "
+            f"(not under {common.fmt_number(ctx.threshold('dosing_regimen_60mg_min_interval_days'))} days); more frequent doses "
             "add exposure without benefit."
         ]
     if regimen == "120mg" and is_longer_than_every_4_weeks(ctx, days):
         return [
             f"**{order.name}**: {interval_text(order)} — 120 mg is given every 4 weeks "
-            f"({common.fmt_number(ctx.threshold('regimen_120mg_interval_days'))} days); never extend the "
+            f"(not over {common.fmt_number(ctx.threshold('dosing_regimen_120mg_max_interval_days'))} days); never extend the "
             "interval beyond 4 weeks for bone metastases (efficacy depends on consistent dosing)."
         ]
     return []
@@ -97,25 +99,39 @@ def interval_days(order: MedicationEntry) -> float | None:
 
 
 def is_more_often_than_every_6_months(ctx: RuleContext, days: float) -> bool:
-    shortest = ctx.threshold("regimen_60mg_interval_days") - ctx.threshold("regimen_60mg_min_interval_tolerance_days")
-    return days < shortest
+    return days < ctx.threshold("dosing_regimen_60mg_min_interval_days")
 
 
 def is_longer_than_every_4_weeks(ctx: RuleContext, days: float) -> bool:
-    longest = ctx.threshold("regimen_120mg_interval_days") + ctx.threshold("regimen_120mg_max_interval_tolerance_days")
-    return days > longest
+    return days > ctx.threshold("dosing_regimen_120mg_max_interval_days")
 
 
-def needs_loading_doses(ctx: RuleContext, order: MedicationEntry) -> bool:
-    """Giant cell tumour of bone, initiating, the dosage written, and no loading-dose order anywhere."""
-    if common.regimen_of(ctx, order) == "60mg" or not has_written_dosage(order):
-        return False
-    if not common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",)):
-        return False
-    if not common.is_initiating(ctx):
-        return False
-    candidates = (order, *common.other_denosumab_orders(ctx, order))
-    return not any(common.is_loading_dose_order(ctx, candidate) for candidate in candidates)
+class LoadingDoseCheck:
+    """Whether a 120 mg initiation lacks its loading doses. What does not depend on the order (the
+    dose history, a loading-dose order anywhere) is worked out once per call, so that many drafts
+    cost linear time."""
+
+    def __init__(self, ctx: RuleContext):
+        self.ctx = ctx
+        self._initiating: bool | None = None
+        self._loading_ordered: bool | None = None
+
+    def needs_loading_doses(self, order: MedicationEntry) -> bool:
+        """GCTB or hypercalcemia of malignancy, initiating, the dosage written, no loading-dose order."""
+        ctx = self.ctx
+        if regimens.regimen_of(ctx, order) == "60mg" or not has_written_dosage(order):
+            return False
+        if not indications.has_loading_dose_indication(ctx, order):
+            return False
+        if self._initiating is None:
+            self._initiating = dose_history.is_initiating(ctx)
+        if not self._initiating:
+            return False
+        if self._loading_ordered is None:
+            candidates = (*(d for d in ctx.record.draft_orders if medications.is_denosumab(d)),
+                          *indications.active_denosumab_orders(ctx))
+            self._loading_ordered = any(indications.is_loading_dose_order(ctx, c) for c in candidates)
+        return not self._loading_ordered
 
 
 def has_written_dosage(order: MedicationEntry) -> bool:
@@ -125,7 +141,7 @@ def has_written_dosage(order: MedicationEntry) -> bool:
 # --- wording -------------------------------------------------------------------------------------
 
 def regimen_text(ctx: RuleContext, regimen: str) -> str:
-    dose = common.fmt_number(ctx.threshold(common.REGIMEN_DOSE_THRESHOLD[regimen]))
+    dose = common.fmt_number(ctx.threshold(regimens.REGIMEN_DOSE_THRESHOLD[regimen]))
     return f"{dose} mg every {'6 months' if regimen == '60mg' else '4 weeks'}"
 
 
@@ -133,7 +149,7 @@ def interval_text(order: MedicationEntry) -> str:
     """'written every 91 days (Q3M)'."""
     timing = order.timing
     written = timing.code or timing.text
-    text = f"written every **{common.fmt_number(round(timing.period_days))} days**"
+    text = f"written **{regimens.interval_in_words(timing.period_days)}**"
     return text + (f" ({written})" if written else "")
 
 
@@ -176,17 +192,17 @@ def regimen_finding(ctx: RuleContext, problems: list[str], missing_loading: list
 
 def loading_dose_finding(ctx: RuleContext, orders: list[MedicationEntry]) -> Finding:
     order = orders[0]
-    evidence = common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
+    evidence = indications.indication_evidence(ctx, order, indications.LOADING_DOSE_INDICATIONS)
     dose = common.fmt_number(ctx.threshold("regimen_120mg_dose_mg"))
     days = loading_days_text(ctx)
-    last = common.last_denosumab_dose(ctx)
+    last = dose_history.last_denosumab_dose(ctx)
     history = (
         f"last denosumab dose {common.fmt_date(last.date)}" if last is not None
         else "no earlier denosumab dose on record"
     )
     written = order.dosage_text or (order.timing and (order.timing.code or order.timing.text)) or "no loading schedule"
     detail = (
-        "Giant cell tumour of bone is treated with "
+        "Giant cell tumour of bone and hypercalcemia of malignancy are treated with "
         f"{dose} mg every 4 weeks **plus {dose} mg on {days} of the first month** (loading doses).\n\n"
         f"- Indication: {'; '.join(e.description for e in evidence)}\n"
         f"- Initiating ({history})\n"
@@ -213,7 +229,7 @@ def loading_dose_finding(ctx: RuleContext, orders: list[MedicationEntry]) -> Fin
     return Finding(
         topic=TOPIC,
         indicator="info",
-        summary=f"Giant cell tumour of bone: loading doses on {days} not ordered",
+        summary=f"Denosumab 120 mg initiation: loading doses on {days} not ordered",
         detail=detail,
         suggestions=(suggestion,),
     )

@@ -21,7 +21,7 @@ from types import ModuleType
 from cds_service.cards import Finding
 from cds_service.knowledge import Knowledge
 from cds_service.record.model import PatientRecord
-from cds_service.rules.common import DENOSUMAB, is_denosumab, is_follow_on_agent
+from cds_service.rules.concepts.medications import DENOSUMAB, is_denosumab, is_follow_on_agent
 from cds_service.rules.context import RuleContext
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from datetime import timedelta
 
 from cds_service.cards import Finding, Suggestion
 from cds_service.rules import common
-from cds_service.rules.concepts import kidney, labs, order_suggestions
+from cds_service.rules.concepts import dose_history, kidney, labs, medications, order_suggestions
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 
 TOPIC = "hypocalcemia-risk"
@@ -52,7 +53,7 @@ def calcimimetic_evidence(ctx: RuleContext) -> tuple[str, ...]:
     return tuple(
         f"Calcimimetic: {m.name} (active {'order' if m.source == 'MedicationRequest' else 'medication'}"
         f"{', since ' + common.fmt_date(m.date) if m.date else ''})"
-        for m in common.active_medications(ctx.record, CALCIMIMETIC)
+        for m in medications.active_medications(ctx.record, CALCIMIMETIC)
     )
 
 
@@ -67,7 +68,7 @@ def other_predisposition_evidence(ctx: RuleContext) -> tuple[str, ...]:
 
 def order_regimen(ctx: RuleContext) -> str | None:
     """The regimen of the denosumab order(s) of this call ('60mg', '120mg'), None when unknown."""
-    return next((regimen for order in ctx.orders if (regimen := common.regimen_of(ctx, order))), None)
+    return next((regimen for order in ctx.orders if (regimen := regimen_of(ctx, order))), None)
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
@@ -79,7 +80,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if not factors:
         return None
     critical = bool(advanced_ckd) and bool(ckd_mbd or calcimimetic)
-    initiating = common.is_initiating(ctx)
+    initiating = dose_history.is_initiating(ctx)
     detail = "**Hypocalcemia risk factors found:**\n" + "\n".join(f"- {line}" for line in factors)
     if advanced_ckd and regimen == "120mg":
         steps, suggestions = _advanced_ckd_120mg(ctx, initiating)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from cds_service.cards import Finding
 from cds_service.rules import common
-from cds_service.rules.concepts import order_suggestions
+from cds_service.rules.concepts import indications, order_suggestions
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 
 TOPIC = "pediatric"
@@ -31,8 +32,8 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if age >= ctx.threshold("gctb_adolescent_min_age_years"):
         gctb_orders = [
             order for order in ctx.orders
-            if common.regimen_of(ctx, order) == "120mg"
-            and common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
+            if regimen_of(ctx, order) == "120mg"
+            and indications.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
         ]
         if gctb_orders and len(gctb_orders) == len(ctx.orders):
             return skeletal_maturity_finding(ctx, age, gctb_orders[0])
@@ -40,7 +41,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 
 
 def skeletal_maturity_finding(ctx: RuleContext, age: int, order) -> Finding:
-    evidence = common.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
+    evidence = indications.indication_evidence(ctx, order, ("giant-cell-tumor-of-bone",))
     lines = [f"- Age **{age}** (born {ctx.record.patient.birth_date.isoformat()})", f"- Order: {order.name} (120 mg regimen)"]
     lines += [f"- Giant cell tumour of bone: {e.description}" for e in evidence]
     detail = (

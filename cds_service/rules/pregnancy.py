@@ -43,7 +43,7 @@ from datetime import datetime
 from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import ConditionEntry, LabResult
 from cds_service.rules import common
-from cds_service.rules.concepts import labs, order_suggestions, recency
+from cds_service.rules.concepts import dose_history, labs, order_suggestions, recency
 from cds_service.rules.context import RuleContext
 
 TOPIC = "pregnancy"
@@ -79,7 +79,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
     if equivocal is not None and ended_by(ctx, equivocal.effective, outcomes) is None:
         return equivocal_finding(ctx, equivocal)
     needs_test = (
-        common.is_initiating(ctx) and is_female_of_reproductive_age(ctx)
+        dose_history.is_initiating(ctx) and is_female_of_reproductive_age(ctx)
         and exclusion(ctx) is None and not recent_tests(ctx)
     )
     if stale or needs_test:

@@ -1,202 +1,130 @@
 """transition-needed: prevents rebound bone loss and multiple vertebral fractures when denosumab
 60 mg is stopped without a follow-on bisphosphonate.
 
-When: patient-view, or a follow-on order that is not itself a bisphosphonate (e.g. teriparatide
-  or romosozumab; a bisphosphonate order IS the transition, and transition-timing judges it), for
-  a patient on the 60 mg regimen (`common.history_regimen`) with a denosumab dose on record, with
-  no active denosumab order or medication statement, and
-  - the regimen was stopped: the newest denosumab order or statement has status "stopped"; or
-  - the last dose is at least 6 months old (transition_due_days);
-  and no bisphosphonate has been given or ordered since the last dose (`common.bisphosphonates_since`:
-  administrations, dispenses, statements, orders, and other drafts of this call).
-Then: warning showing the last dose (product, date, record), the stopped order if any, the
-  bisphosphonates looked for, the latest eGFR (12 months), and the transition due date (last dose
-  + 6 months). Suggestions, by renal function:
-  - eGFR >= 35 (egfr_zoledronic_acid_min): zoledronic acid 5 mg IV once on or about the due date
-    (as soon as possible when it is past);
-  - eGFR < 35: an oral bisphosphonate (risedronate 35 mg weekly) instead, saying why (zoledronic
-    acid is contraindicated with CrCl < 35 mL/min);
-  - no eGFR in 12 months (decision): say so, and suggest both a serum creatinine (eGFR) and the
-    zoledronic acid order, to be given only once eGFR >= 35 is confirmed (selectionBehavior "any"):
-    zoledronic acid stays the standard follow-on, and a missing lab must not delay the plan.
-  Past 7 months (transition_window_end_days) the card adds that rebound may be under way (look for
-  vertebral fractures) and that resuming denosumab is the alternative.
-Source: ECTS 2021 (Tsourdi et al.): alternative antiresorptive 6 months after the final injection;
-  Prolia label W&P Multiple Vertebral Fractures Following Discontinuation; seed "Rebound Bone Loss
-  and Multiple Vertebral Fractures"; Reclast label (contraindicated with CrCl < 35 mL/min).
+When: patient-view, or a follow-on order that is not itself a bisphosphonate (a bisphosphonate
+  draft in the request IS the transition: no card), for a patient whose regimen is 60 mg
+  (`dose_history.history_regimen`), with no bisphosphonate given or ordered since the last dose
+  (`transition.bisphosphonates_since`: records, active orders, other drafts of this call), and
+  - an explicit stop (`dose_history.explicit_stop`) — or, on a follow-on order hook, a focused
+    non-bisphosphonate follow-on order (teriparatide, romosozumab: the decision to leave
+    denosumab) — with the last dose at most 24 months old (therapy_active_max_days): warning; or
+  - whatever the stop, the last dose over 24 months and at most 5 years old
+    (transition_reassess_max_days), no DXA (dxa-scan) and no osteoporosis therapy recorded since
+    it: info, reassess fracture risk.
+  Never on a patient-view response that carries overdue-dose: that card speaks while therapy is
+  active (no explicit stop, last dose <= 24 months), this one only when it is not.
+Then: warning — the last dose, the stop record, the transition due date (last dose + 6 months;
+  "as soon as possible" once past), and one suggestion by the renal rule
+  (`transition.renal_rule_suggestion`: eGFR >= 35 zoledronic acid 5 mg IV once; 30-34
+  risedronate 35 mg weekly; < 30 no bisphosphonate, nephrology / CKD-MBD referral; no eGFR in
+  12 months: serum creatinine and zoledronic acid once eGFR >= 35 is confirmed). Info — "stopped
+  N years ago without a recorded transition: reassess fracture risk (DXA, vertebral fracture
+  assessment)", suggesting a DXA (CPT). On a non-bisphosphonate follow-on order the detail says
+  it does not replace the transition.
+Source: ECTS 2021 position statement (Tsourdi et al., J Clin Endocrinol Metab 2021;106:264-281):
+  alternative antiresorptive 6 months after the final injection; Prolia label W&P Multiple
+  Vertebral Fractures Following Discontinuation; Reclast (CrCl < 35), Actonel (CrCl < 30) labels.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from cds_service.cards import Finding, Suggestion
-from cds_service.record.model import LabResult, MedicationEntry
+from cds_service.cards import Absence, Finding, Suggestion
+from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
-from cds_service.rules.concepts import order_suggestions
+from cds_service.rules.concepts import dose_history, medications, transition
+from cds_service.rules.concepts.dose_history import Dose
 from cds_service.rules.context import RuleContext
 
 TOPIC = "transition-needed"
-NEEDS = frozenset({"medications", "labs"})
+NEEDS = frozenset({"medications", "labs"})  # the DXA looked for is an Absence of "procedures"
 
 
 def evaluate(ctx: RuleContext) -> Finding | None:
-    if order_is_the_transition(ctx):
+    if any(medications.is_bisphosphonate(order) for order in ctx.orders):
         return None
-    last = common.last_denosumab_dose(ctx)
-    if last is None or common.history_regimen(ctx) != "60mg":
+    last = dose_history.last_denosumab_dose(ctx)
+    if last is None or dose_history.history_regimen(ctx) != "60mg":
         return None
-    if common.active_medications(ctx.record, common.DENOSUMAB):
+    if transition.bisphosphonates_since(ctx, last.date):
         return None
-    stopped = common.stopped_denosumab_record(ctx)
-    if stopped is None and not last_dose_is_due_for_transition(ctx, last):
+    age = dose_history.calendar_days(last.date, ctx.as_of)
+    if age > ctx.threshold("transition_reassess_max_days"):
         return None
-    if common.bisphosphonates_since(ctx, last.date):
+    if age > ctx.threshold("therapy_active_max_days"):
+        if transition.osteoporosis_therapy_since(ctx, last.date) or transition.dxa_since(ctx, last.date):
+            return None
+        return reassess_finding(ctx, last)
+    stop = dose_history.explicit_stop(ctx, last) or non_bisphosphonate_follow_on(ctx)
+    if stop is None:
         return None
-    return transition_finding(ctx, last, stopped)
+    return stopped_finding(ctx, last, stop)
 
 
-# --- criteria ------------------------------------------------------------------------------------
-
-def order_is_the_transition(ctx: RuleContext) -> bool:
-    """A bisphosphonate among the focused follow-on orders: the suggestion would be moot."""
-    return any(order.concepts & common.BISPHOSPHONATE for order in ctx.orders)
-
-
-def last_dose_is_due_for_transition(ctx: RuleContext, last: MedicationEntry) -> bool:
-    return ctx.as_of >= common.transition_due_date(ctx, last)
+def non_bisphosphonate_follow_on(ctx: RuleContext) -> MedicationEntry | None:
+    """A focused follow-on order that is not a bisphosphonate (teriparatide, romosozumab...): the
+    decision to leave denosumab, so the transition is needed as after an explicit stop."""
+    return next((o for o in ctx.orders if medications.is_follow_on_agent(o) and not medications.is_bisphosphonate(o)), None)
 
 
-def rebound_may_be_under_way(ctx: RuleContext, last: MedicationEntry) -> bool:
-    return common.days_between(last.date, ctx.as_of) > ctx.threshold("transition_window_end_days")
-
-
-# --- the card ------------------------------------------------------------------------------------
-
-def transition_finding(ctx: RuleContext, last: MedicationEntry, stopped: MedicationEntry | None) -> Finding:
-    egfr, zoledronic_acid_allowed = common.egfr_allows_zoledronic_acid(ctx)
-    due = common.transition_due_date(ctx, last)
-    if zoledronic_acid_allowed is False:
-        plan = f"plan an oral bisphosphonate (eGFR < {common.fmt_number(ctx.threshold('egfr_zoledronic_acid_min'))})"
-    else:
-        dose = common.fmt_number(ctx.threshold("transition_zoledronic_acid_dose_mg"))
-        plan = f"plan zoledronic acid {dose} mg IV (due {common.fmt_date(due)})"
-    if stopped is not None:
-        summary = f"Denosumab 60 mg stopped without a bisphosphonate: {plan}"
-    else:
-        days = common.days_between(last.date, ctx.as_of)
-        summary = f"No denosumab 60 mg for {days} days, no bisphosphonate: {plan}"
-    suggestions = _suggestions(ctx, last, zoledronic_acid_allowed)
-    return Finding(
-        topic=TOPIC,
-        indicator="warning",
-        summary=summary,
-        detail=_detail(ctx, last, stopped, egfr, zoledronic_acid_allowed),
-        suggestions=suggestions,
-        selection_behavior="any" if len(suggestions) > 1 else "at-most-one",
+def _follow_on_note(ctx: RuleContext) -> str:
+    focus = [order for order in ctx.orders if medications.is_follow_on_agent(order)]
+    if not focus:
+        return ""
+    return (
+        f"The order in this session ({', '.join(order.name for order in focus)}) is not a bisphosphonate and "
+        "**does not replace the transition** after denosumab.\n\n"
     )
 
 
-def _detail(
-    ctx: RuleContext, last: MedicationEntry, stopped: MedicationEntry | None, egfr: LabResult | None,
-    zoledronic_acid_allowed: bool | None,
-) -> str:
+def stopped_finding(ctx: RuleContext, last: Dose, stop: MedicationEntry) -> Finding:
     days = common.days_between(last.date, ctx.as_of)
-    due = common.transition_due_date(ctx, last)
-    text = f"**Last denosumab 60 mg dose: {common.fmt_medication(last)}** — {common.fmt_elapsed(days)} ago.\n\n"
-    if stopped is not None:
-        text += f"Denosumab was stopped: {common.fmt_medication(stopped)}. "
-    text += (
-        f"No active denosumab order, and **no bisphosphonate given or ordered since "
-        f"{common.fmt_date(last.date)}**.\n\n"
+    due = transition.transition_due_date(ctx, last.date)
+    start = due if due > ctx.as_of else None
+    suggestion, renal_text = transition.renal_rule_suggestion(ctx, last.date, start=start)
+    when = f"due on or about **{common.fmt_date(due)}**" if start else f"was due {common.fmt_date(due)}: **as soon as possible**"
+    detail = (
+        f"**Last denosumab 60 mg dose: {dose_history.fmt_dose(last)}** — {common.fmt_elapsed(days)} ago.\n\n"
+        f"{'Denosumab was stopped' if not stop.is_draft_order else 'Leaving denosumab for another agent'}: "
+        f"{medications.fmt_medication(stop)}. **No bisphosphonate given or ordered since "
+        f"{common.fmt_date(last.date)}.**\n\n" + _follow_on_note(ctx)
+        + "Stopping denosumab without a follow-on bisphosphonate causes rebound bone loss and multiple vertebral "
+        f"fractures. Start the bisphosphonate about 6 months after the last injection: {when}.\n\n"
     )
-    focus = [order for order in ctx.orders if order.concepts & common.FOLLOW_ON_AGENT]
-    if focus:
-        text += (
-            f"The order in this session ({', '.join(order.name for order in focus)}) is not a bisphosphonate "
-            "and does not replace the transition.\n\n"
+    if days > ctx.threshold("transition_window_end_days"):
+        detail += (
+            "More than 7 months since the last dose: the rebound may be under way. Ask about new back pain and "
+            "consider spine imaging for vertebral fractures.\n\n"
         )
-    when = "on or about" if due > ctx.as_of else "as soon as possible (it was due"
-    closing = "" if due > ctx.as_of else ")"
-    text += (
-        "Stopping denosumab without a follow-on bisphosphonate causes rebound bone loss and multiple "
-        "vertebral fractures. Start the bisphosphonate about 6 months after the last injection: "
-        f"{when} **{common.fmt_date(due)}**{closing}.\n\n"
+    detail += renal_text
+    return Finding(
+        topic=TOPIC, indicator="warning",
+        summary=f"Denosumab 60 mg stopped without a bisphosphonate: transition {'due ' + common.fmt_date(due) if start else 'as soon as possible'}",
+        detail=detail, suggestions=(suggestion,),
+        rests_on_absence=(transition.no_bisphosphonate_since(last.date), *transition.renal_rule_absences(ctx)),
     )
-    if rebound_may_be_under_way(ctx, last):
-        text += (
-            "More than 7 months have passed since the last dose: the rebound may be under way. Ask about "
-            "new back pain and consider spine imaging for vertebral fractures. If denosumab is to be "
-            "continued instead, give the overdue dose now.\n\n"
-        )
-    limit = common.fmt_number(ctx.threshold("egfr_zoledronic_acid_min"))
-    zoledronic_acid = f"**zoledronic acid {common.fmt_number(ctx.threshold('transition_zoledronic_acid_dose_mg'))} mg IV once**"
-    if egfr is None:
-        since = common.fmt_date(ctx.days_before("egfr_lookback_days"))
-        text += (
-            f"**No eGFR since {since}.** Give {zoledronic_acid} once renal function is checked: it is "
-            f"contraindicated with creatinine clearance < {limit} mL/min (then use an oral bisphosphonate). "
-            "Check calcium before the infusion too."
-        )
-    elif zoledronic_acid_allowed is False:
-        text += (
-            f"**Latest eGFR {common.fmt_result(egfr)}: below {limit}.** Zoledronic acid is contraindicated "
-            f"with creatinine clearance < {limit} mL/min, so an **oral bisphosphonate** is suggested instead "
-            "(check the product's own renal limits, and consider specialist advice in advanced CKD)."
-        )
-    elif zoledronic_acid_allowed:
-        text += f"Latest eGFR {common.fmt_result(egfr)} (at least {limit}): give {zoledronic_acid}; check calcium first."
-    else:
-        text += (
-            f"Latest eGFR {common.fmt_result(egfr)} does not show whether it is at least {limit}: confirm renal "
-            f"function, then give {zoledronic_acid} (contraindicated with creatinine clearance < {limit} mL/min)."
-        )
-    return text
 
 
-def _suggestions(ctx: RuleContext, last: MedicationEntry, zoledronic_acid_allowed: bool | None) -> tuple[Suggestion, ...]:
-    reason = f"Transition after denosumab 60 mg (last dose {common.fmt_date(last.date)}): prevent rebound vertebral fractures"
-    if zoledronic_acid_allowed is False:
-        return (oral_bisphosphonate_suggestion(ctx, reason),)
-    zoledronic_acid = zoledronic_acid_suggestion(ctx, last, reason, confirmed=bool(zoledronic_acid_allowed))
-    if zoledronic_acid_allowed:
-        return (zoledronic_acid,)
-    renal_check = Suggestion(
-        label="Order serum creatinine (eGFR) before zoledronic acid",
-        actions=order_suggestions.lab_order_actions(ctx, "renal-function-order", reason="Renal function before zoledronic acid"),
-        is_recommended=True,
+def reassess_finding(ctx: RuleContext, last: Dose) -> Finding:
+    years = (ctx.as_of - last.date).days / 365.25
+    detail = (
+        f"**Last denosumab 60 mg dose: {dose_history.fmt_dose(last)}** — about {years:.0f} years ago.\n\n"
+        f"No bisphosphonate, other osteoporosis therapy or DXA is recorded since {common.fmt_date(last.date)}.\n\n"
+        + _follow_on_note(ctx)
+        + f"Stopped about {years:.0f} years ago without a recorded transition: the rebound window has passed; "
+        "**reassess fracture risk** (DXA, vertebral fracture assessment) and decide on treatment from it, "
+        "rather than an urgent bisphosphonate."
     )
-    return (renal_check, zoledronic_acid)
-
-
-def zoledronic_acid_suggestion(ctx: RuleContext, last: MedicationEntry, reason: str, *, confirmed: bool) -> Suggestion:
-    due = common.transition_due_date(ctx, last)
-    dose = common.fmt_number(ctx.threshold("transition_zoledronic_acid_dose_mg"))
-    limit = common.fmt_number(ctx.threshold("egfr_zoledronic_acid_min"))
-    repeat: dict = {"count": 1}
-    if due > ctx.as_of:
-        repeat["boundsPeriod"] = {"start": due.date().isoformat()}
-        when = f"on or about {common.fmt_date(due)}"
-    else:
-        when = "as soon as possible"
-    dosage = f"{dose} mg IV infusion over at least 15 minutes, once, {when}"
-    if not confirmed:
-        dosage += f"; give only if eGFR is at least {limit}"
-    return Suggestion(
-        label=f"Order zoledronic acid {dose} mg IV once ({when})",
-        actions=(
-            order_suggestions.medication_order_action(
-                ctx, "transition-zoledronic-acid-order", dosage_text=dosage, reason=reason, timing={"repeat": repeat}
-            ),
+    return Finding(
+        topic=TOPIC, indicator="info",
+        summary=f"Denosumab stopped about {years:.0f} years ago without a recorded transition: reassess fracture risk",
+        detail=detail,
+        suggestions=(Suggestion(
+            label="Order a DXA bone density study",
+            actions=(transition.imaging_order_action(
+                ctx, "dxa-order", reason="Fracture risk after stopping denosumab without a transition"),),
+        ),),
+        rests_on_absence=(
+            Absence("medications", f"osteoporosis therapy given or ordered since {common.fmt_date(last.date)}", last.date),
+            Absence("procedures", f"a DXA since {common.fmt_date(last.date)}", last.date),
         ),
-        is_recommended=confirmed,
-    )
-
-
-def oral_bisphosphonate_suggestion(ctx: RuleContext, reason: str) -> Suggestion:
-    limit = common.fmt_number(ctx.threshold("egfr_zoledronic_acid_min"))
-    return Suggestion(
-        label=f"Order risedronate 35 mg weekly (zoledronic acid contraindicated: eGFR < {limit})",
-        actions=(common.oral_bisphosphonate_order_action(ctx, reason=reason),),
-        is_recommended=True,
     )

@@ -33,7 +33,8 @@ from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import ConditionEntry, LabResult, MedicationEntry
 from cds_service.record.units import analyte_units
 from cds_service.rules import common
-from cds_service.rules.concepts import calcium, labs, order_suggestions
+from cds_service.rules.concepts import calcium, dose_history, labs, medications, order_suggestions
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 
 TOPIC = "vitamin-d-deficiency"
@@ -105,7 +106,7 @@ def vitamin_d_started_since(ctx: RuleContext, since: datetime | None) -> Medicat
         return draft
     return next(
         (m for m in ctx.record.medications_of(VITAMIN_D, since=since, sources=frozenset({"MedicationRequest", "MedicationStatement"}))
-         if m.status not in common.WITHDRAWN_MEDICATION_STATUSES and m.date is not None and m.date <= ctx.as_of),
+         if m.status not in medications.WITHDRAWN_MEDICATION_STATUSES and m.date is not None and m.date <= ctx.as_of),
         None,
     )
 
@@ -126,8 +127,8 @@ def _latest_text(ctx: RuleContext, latest: LabResult | None) -> str:
 
 
 def _timing_text(ctx: RuleContext) -> str:
-    regimens = {common.regimen_of(ctx, order) for order in ctx.orders}
-    if common.is_initiating(ctx) and "120mg" not in regimens:
+    regimens = {regimen_of(ctx, order) for order in ctx.orders}
+    if dose_history.is_initiating(ctx) and "120mg" not in regimens:
         return (
             "**Starting the 60 mg regimen:** consider deferring the first dose until vitamin D is repleted if "
             "fracture risk allows; calcium must be normal before any dose."

@@ -50,7 +50,7 @@ def test_the_dialysis_patient_on_cinacalcet_is_not_warned_every_month_once_nephr
 
 def test_an_outside_dose_of_xgeva_hides_overdue_dose_for_the_120_mg_interval(make_app):
     scenario = load_scenario(
-        SCENARIOS / "overdue-dose" / "fires-120mg-xgeva-last-dose-49-days-ago-medication-prescribe-bare-list.json"
+        SCENARIOS / "overdue-dose" / "fires-info-order-120mg-xgeva-49-days-after-last-dose-over-35-days-medication-prescribe-bare-list.json"
     )
     as_of = datetime.fromisoformat(scenario["asOf"])
     card = call(make_app, scenario, as_of)["overdue-dose"]

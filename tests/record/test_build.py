@@ -160,11 +160,16 @@ def test_uncoded_order_is_identified_by_its_text(kb):
     assert "denosumab-120mg" in order.concepts
 
 
-def test_coded_order_is_not_identified_by_text(kb):
-    """Text is a fallback for uncoded orders only: a coded amlodipine named 'Prolia?' stays amlodipine."""
-    draft = _draft("d1", {"medicationCodeableConcept": {"text": "Prolia?", "coding": [{"system": RX, "code": "197361"}]}})
+def test_a_coded_order_in_no_value_set_is_identified_by_its_name_and_says_so(kb):
+    """Catalog v2 / issue 13: an RxNorm code newer than the extract (the sandbox's alendronic acid
+    70 mg weekly, 904431) is still recognised by its display or text, flagged for the card."""
+    draft = _draft("d1", {"medicationCodeableConcept": {
+        "coding": [{"system": RX, "code": "904431", "display": "alendronic acid 70 MG Oral Tablet"}]}})
     (order,) = _record(kb, drafts=[draft]).draft_orders
-    assert order.concepts == frozenset()
+    assert "oral-bisphosphonate" in order.concepts and order.matched_by_name
+    coded = _draft("d2", {"medicationCodeableConcept": {"coding": [{"system": RX, "code": "993456"}], "text": "Prolia"}})
+    (order,) = _record(kb, drafts=[coded]).draft_orders
+    assert "denosumab-60mg" in order.concepts and not order.matched_by_name
 
 
 def test_contained_medication_is_followed(kb):
@@ -253,7 +258,8 @@ def _medication(kind, record_id, status, when, **extra):
 
 
 def test_the_newest_dose_is_found_without_reading_older_records(kb):
-    from cds_service.rules.common import DENOSUMAB, last_dose_given
+    from cds_service.rules.concepts.dose_history import last_denosumab_dose
+    from cds_service.rules.context import RuleContext
 
     malformed_old = _medication("MedicationAdministration", "a-2022", "completed", "2022-05-02",
                                 dosage={"dose": {"value": "sixty", "unit": "mg"}})
@@ -261,14 +267,14 @@ def test_the_newest_dose_is_found_without_reading_older_records(kb):
                           _medication("MedicationAdministration", "a-2026", "completed", "2026-05-04T10:00:00-04:00"),
                           _medication("MedicationRequest", "r-2026", "completed", "2026-05-01")])
     as_of = datetime(2026, 11, 25, tzinfo=timezone.utc)
-    assert last_dose_given(record, as_of, DENOSUMAB).id == "a-2026"
+    assert last_denosumab_dose(RuleContext(record, as_of, kb, "patient-view")).record.id == "a-2026"
     assert record.skipped == ()
     assert [m.id for m in record.medications] == ["a-2026", "r-2026"]  # reading everything finds the bad one
     assert len(record.skipped) == 1
 
 
 def test_active_orders_are_found_without_reading_completed_ones(kb):
-    from cds_service.rules.common import DENOSUMAB, active_medications
+    from cds_service.rules.concepts.medications import DENOSUMAB, active_medications
 
     malformed_completed = _medication("MedicationRequest", "r-old", "completed", "2024-01-01",
                                       dosageInstruction=[{"timing": {"repeat": {"period": "six"}}}])
@@ -294,7 +300,7 @@ def test_active_orders_are_found_without_reading_completed_ones(kb):
     sources=st.one_of(st.none(), st.frozensets(st.sampled_from(sorted(_MEDICATION_DATE)), min_size=1)),
 )
 def test_reading_medications_lazily_gives_what_filtering_everything_gives(kb, history, since, statuses, sources):
-    from cds_service.rules.common import DENOSUMAB
+    from cds_service.rules.concepts.medications import DENOSUMAB
 
     resources = []
     for i, (kind, status, day) in enumerate(history):

@@ -6,7 +6,7 @@ import pytest
 
 from cds_service.knowledge import load_knowledge
 from cds_service.record.model import MedicationEntry, Patient, PatientRecord, Timing
-from cds_service.rules.common import dose_mg_in_text, regimen_of
+from cds_service.rules.concepts.regimen import dose_mg_in_text, regimen_of
 from cds_service.rules.context import RuleContext
 from tests.rules.hook_calls import (
     DENOSUMAB_INGREDIENT, ICD10CM, XGEVA, add, add_draft, condition, make_initiating, medication_request,
@@ -16,6 +16,7 @@ from tests.requests_for_tests import as_order_select, baseline_request
 
 TOPIC = "dosing-regimen"
 GCTB = [{"system": ICD10CM, "code": "D48.0", "display": "Neoplasm of uncertain behavior of bone and articular cartilage"}]
+HCM = [{"system": ICD10CM, "code": "E83.52", "display": "Hypercalcemia"}]
 
 
 def with_timing(request, period, unit, frequency=1, count=None):
@@ -27,8 +28,10 @@ def with_timing(request, period, unit, frequency=1, count=None):
 
 
 @pytest.mark.parametrize("period, unit, fires", [
-    (5, "mo", True), (24, "wk", True), (3, "mo", True), (1, "mo", True),
-    (26, "wk", False), (180, "d", False), (6, "mo", False), (1, "a", False),
+    # catalog v2: intervals compared in days, 60 mg fires under 150 days
+    (149, "d", True), (21, "wk", True), (3, "mo", True), (1, "mo", True), (1, "d", True),
+    (150, "d", False), (5, "mo", False), (24, "wk", False), (26, "wk", False), (180, "d", False), (6, "mo", False),
+    (1, "a", False),
 ])
 def test_60mg_more_often_than_every_6_months(client, period, unit, fires):
     card = topic_card(client, with_timing(baseline_request(), period, unit), TOPIC)
@@ -44,7 +47,16 @@ def test_60mg_more_often_than_every_6_months(client, period, unit, fires):
 def test_frequency_is_folded_into_the_interval(client):
     # Twice every 6 months is one dose every 3 months.
     card = topic_card(client, with_timing(baseline_request(), 6, "mo", frequency=2), TOPIC)
-    assert card is not None and "every **91 days**" in card["detail"]
+    assert card is not None and "written **every 3 months**" in card["detail"]
+
+
+@pytest.mark.parametrize("period, unit, words", [
+    (1, "d", "daily"), (1, "wk", "weekly"), (1, "mo", "monthly"), (13, "wk", "every 3 months"), (4, "wk", "every 4 weeks"),
+])
+def test_intervals_are_said_in_words(client, period, unit, words):
+    card = topic_card(client, with_timing(baseline_request(), period, unit), TOPIC)
+    assert f"written **{words}**" in card["detail"]
+    assert "every 1 days" not in card["detail"] and " days**" not in card["detail"]
 
 
 def test_a_once_only_order_has_no_interval(client):
@@ -73,8 +85,9 @@ def xgeva_request(period=None, unit=None, dose_mg=120, text=None):
 
 
 @pytest.mark.parametrize("period, unit, fires", [
-    (4, "wk", False), (28, "d", False), (1, "mo", False), (31, "d", False),
-    (5, "wk", True), (32, "d", True), (8, "wk", True), (3, "mo", True),
+    # catalog v2: 120 mg fires over 35 days
+    (4, "wk", False), (28, "d", False), (1, "mo", False), (31, "d", False), (35, "d", False), (5, "wk", False),
+    (36, "d", True), (6, "wk", True), (8, "wk", True), (3, "mo", True),
 ])
 def test_120mg_at_intervals_longer_than_4_weeks(client, period, unit, fires):
     card = topic_card(client, xgeva_request(period, unit), TOPIC)
@@ -120,6 +133,15 @@ def gctb_start(dosage_text="120 mg SC every 4 weeks", period=4, unit="wk"):
     make_initiating(request)
     add(request, "conditions", condition("cond-gctb", GCTB, "Giant cell tumour of bone, left tibia"))
     return request
+
+
+def test_hypercalcemia_of_malignancy_at_initiation_without_loading_doses_is_info_too(client):
+    """Catalog v2: GCTB *or hypercalcemia of malignancy* at initiation without the day 8 / 15 doses."""
+    request = xgeva_request(4, "wk", text="120 mg SC every 4 weeks")
+    make_initiating(request)
+    add(request, "conditions", condition("cond-hcm", HCM, "Hypercalcemia of malignancy"))
+    card = topic_card(client, request, TOPIC)
+    assert card["indicator"] == "info" and "day 8 and day 15" in card["detail"] and "E83.52" in card["detail"]
 
 
 def test_gctb_at_initiation_without_loading_doses_is_info_with_the_loading_order(client):
@@ -171,7 +193,7 @@ def test_two_drafts_each_checked(client):
     request = baseline_request()
     add_draft(request, medication_request("draft-xgeva-2", XGEVA, dose_mg=120, period=12, unit="wk"))
     card = topic_card(client, request, TOPIC)
-    assert "every **84 days**" in card["detail"]
+    assert "written **every 12 weeks**" in card["detail"]
     assert [a["resourceId"] for s in card["suggestions"] for a in s["actions"]] == ["MedicationRequest/draft-xgeva-2"]
 
 

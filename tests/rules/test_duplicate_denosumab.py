@@ -102,3 +102,26 @@ def test_a_nonsense_interval_on_the_other_order_is_not_shown(client):
         "mr-xgeva-odd", XGEVA, status="active", dose_mg=120, period=1e308, unit="a", authored="2026-09-01T10:00:00Z"))
     card = topic_card(client, request, TOPIC)
     assert "MedicationRequest/mr-xgeva-odd) — active order, written 2026-09-01: 120 mg [120 mg regimen]" in card["detail"]
+
+
+def test_many_drafts_cost_linear_time(monkeypatch):
+    """5000 drafts (issue 16 item 6): each is compared with its neighbour in moment order only."""
+    from datetime import timedelta
+
+    from cds_service.rules import duplicate_denosumab
+    from tests.rules.record_builders import AS_OF, context, prolia_draft
+
+    calls = []
+    real = duplicate_denosumab.coincide_or_overlap
+    monkeypatch.setattr(duplicate_denosumab, "coincide_or_overlap", lambda ctx, a, b: calls.append(1) or real(ctx, a, b))
+    drafts = []
+    for i in range(5000):
+        order = prolia_draft(order_id=f"d-{i}")
+        start = (AS_OF + timedelta(days=183 * i)).date().isoformat()
+        order["dosageInstruction"][0]["timing"] = {"repeat": {"count": 1, "boundsPeriod": {"start": start}}}
+        drafts.append(order)
+    drafts.append(prolia_draft(order_id="d-same-day-as-d-0"))
+    finding = duplicate_denosumab.evaluate(context(drafts=drafts))
+    assert finding is not None and finding.indicator == "critical"  # the two drafts for today
+    assert "d-same-day-as-d-0" in finding.detail and "d-1)" not in finding.detail
+    assert len(calls) < len(drafts)

@@ -1,5 +1,6 @@
-"""overdue-dose: the last denosumab dose older than its regimen's interval plus grace; the dose
-history precedence; "while therapy is active" on patient-view."""
+"""overdue-dose (catalog v2): on an order, info only when the draft is an overdue dose; on
+patient-view while therapy is active, 60 mg due (info) / overdue (warning) with two ways out,
+120 mg overdue (warning); nothing after 24 months; the dose history precedence."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from cds_service.record.build import RecordInputs, build_record
 from cds_service.rules import overdue_dose
 from cds_service.rules.context import RuleContext
 from cds_service.rules.engine import focus_triggers
-from tests.rules.record_builders import AS_OF, ENCOUNTER_ID, NDC, PATIENT_ID, PROLIA, RXNORM, UCUM, days_ago, prolia_draft
+from tests.rules.record_builders import (
+    AS_OF, ENCOUNTER_ID, NDC, PATIENT_ID, PROLIA, RXNORM, UCUM, days_ago, egfr, prolia_draft,
+)
 
 XGEVA = {"system": RXNORM, "code": "1046402", "display": "1.7 ML denosumab 70 MG/ML Injection [Xgeva]"}
 DENOSUMAB_INGREDIENT = {"system": RXNORM, "code": "993449", "display": "denosumab"}
@@ -64,13 +67,16 @@ def run(resources, *, hook: str = "order-sign", drafts=None):
 
 # --- the regimen's allowance ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("days, fires", [(180, False), (210, False), (211, True), (400, True)])
-def test_60mg_overdue_after_6_months_plus_4_weeks(days, fires):
+@pytest.mark.parametrize("days, fires", [(183, False), (212, False), (213, False), (214, True), (400, True), (731, False)])
+def test_60mg_order_is_info_only_when_overdue_after_213_days(days, fires):
     finding = run([given(PROLIA, days, dose_mg=60)])
     assert (finding is not None) == fires
     if fires:
-        assert finding.indicator == "warning"
-        assert f"{days} days" in finding.summary
+        assert finding.indicator == "info"
+        assert f"{days - 213} days late" in finding.summary
+        (suggestion,) = finding.suggestions  # the thoracolumbar spine X-ray, CPT-coded
+        assert suggestion.actions[0].resource["code"]["coding"][0]["code"] == "72080"
+        assert "as soon as possible" not in finding.detail
 
 
 @pytest.mark.parametrize("days, fires", [(28, False), (35, False), (36, True)])
@@ -78,15 +84,15 @@ def test_120mg_overdue_after_4_weeks_plus_7_days(days, fires):
     finding = run([given(XGEVA, days, dose_mg=120)], drafts=[xgeva_draft()])
     assert (finding is not None) == fires
     if fires:
-        assert "120 mg every 4 weeks" in finding.detail and "never extend" in finding.detail
+        assert finding.indicator == "info" and "120 mg every 4 weeks" in finding.detail
 
 
 def test_detail_shows_the_dose_the_record_and_the_date_it_was_due():
     finding = run([given(PROLIA, 232, dose_mg=60)])
     assert "given 2026-04-07 (MedicationAdministration/" in finding.detail
     assert "232 days (about 8 months)" in finding.detail
-    assert "by **2026-11-03**" in finding.detail  # 2026-04-07 + 210 days
-    assert "vertebral fractures" in finding.detail
+    assert "overdue after 2026-11-06" in finding.detail  # 2026-04-07 + 213 days
+    assert "19 days late" in finding.detail and "back pain" in finding.detail
 
 
 def test_initiation_without_any_dose_is_not_overdue():
@@ -103,7 +109,7 @@ def test_regimen_comes_from_the_draft_when_the_dose_does_not_tell():
     (PROLIA, 90, "xgeva"),   # 60 mg -> 120 mg (new bone metastases): not a late 120 mg dose
     (XGEVA, 60, "prolia"),   # 120 mg -> 60 mg: a switch, not lateness
 ])
-def test_a_switch_of_regimen_is_judged_by_the_longer_allowance(last, days, draft):
+def test_a_switch_of_regimen_is_not_lateness(last, days, draft):
     drafts = [xgeva_draft()] if draft == "xgeva" else [prolia_draft()]
     assert run([given(last, days)], drafts=drafts) is None
 
@@ -144,13 +150,33 @@ def active_prolia_order(days: float = 400) -> dict:
 
 def test_patient_view_with_an_active_order():
     finding = run([active_prolia_order(), given(PROLIA, 250)], hook="patient-view")
-    assert finding is not None and "Active denosumab order on record" in finding.detail
+    assert finding is not None and finding.indicator == "warning"
 
 
-@pytest.mark.parametrize("days, fires", [(250, True), (392, True), (393, False), (900, False)])
-def test_patient_view_without_active_order_only_within_one_missed_dose(days, fires):
+@pytest.mark.parametrize("days, indicator", [
+    (182, None), (183, "info"), (213, "info"), (214, "warning"), (730, "warning"), (731, None),
+])
+def test_patient_view_60mg_due_then_overdue_while_therapy_is_active(days, indicator):
+    # A completed single-dose order: no active order is needed for therapy to be active.
     finding = run([given(PROLIA, days), medication("MedicationRequest", PROLIA, days + 5)], hook="patient-view")
-    assert (finding is not None) == fires
+    assert (finding.indicator if finding else None) == indicator
+    if finding:
+        next_dose, bisphosphonate, outside = finding.suggestions
+        assert outside.actions[0].resource["resourceType"] == "MedicationStatement"
+        assert finding.selection_behavior == "at-most-one"
+        assert next_dose.actions[0].resource["medicationCodeableConcept"]["coding"][0]["code"] == "993456"
+        assert bisphosphonate.actions  # the renal rule's way out (no eGFR here: renal test first)
+        if indicator == "info":
+            assert "Due now: give the next dose, or if stopping, start the bisphosphonate now" in finding.detail
+
+
+@pytest.mark.parametrize("value, code", [(70, "705824"), (32, "905024"), (25, "306286007")])
+def test_patient_view_bisphosphonate_suggestion_follows_the_renal_rule(value, code):
+    finding = run([given(PROLIA, 250), egfr(value)], hook="patient-view")
+    _, bisphosphonate, _ = finding.suggestions
+    resource = bisphosphonate.actions[-1].resource
+    concept = resource.get("medicationCodeableConcept") or resource["code"]
+    assert concept["coding"][0]["code"] == code
 
 
 def test_patient_view_therapy_stopped_on_purpose():
@@ -163,9 +189,12 @@ def test_patient_view_bisphosphonate_since_the_last_dose_means_therapy_ended():
     assert run([given(PROLIA, 250), zoledronic_acid], hook="patient-view") is None
 
 
-@pytest.mark.parametrize("days, fires", [(50, True), (63, True), (64, False)])
-def test_patient_view_120mg_window(days, fires):
-    assert (run([given(XGEVA, days)], hook="patient-view") is not None) == fires
+@pytest.mark.parametrize("days, fires", [(35, False), (36, True), (700, True), (731, False)])
+def test_patient_view_120mg_overdue_after_35_days(days, fires):
+    finding = run([given(XGEVA, days)], hook="patient-view")
+    assert (finding is not None) == fires
+    if fires:
+        assert finding.indicator == "warning" and len(finding.suggestions) == 2  # next dose; record a dose given elsewhere
 
 
 def test_patient_view_active_medication_statement_counts_as_therapy():

@@ -10,12 +10,15 @@ from cds_service.record.build import RecordInputs, build_record
 from cds_service.rules import transition_timing
 from cds_service.rules.context import RuleContext
 from cds_service.rules.engine import focus_triggers
-from tests.rules.record_builders import AS_OF, ENCOUNTER_ID, PATIENT_ID, PROLIA, RXNORM, actions, days_ago, egfr, medication_order
+from tests.rules.record_builders import (
+    AS_OF, ENCOUNTER_ID, PATIENT_ID, PROLIA, RXNORM, actions, days_ago, egfr, medication_order, observation,
+)
 
 XGEVA = {"system": RXNORM, "code": "1046402"}
 ZOLEDRONIC_ACID_5MG = {"system": RXNORM, "code": "705824"}
 ZOMETA_4MG = {"system": RXNORM, "code": "1114085"}
 ALENDRONATE = {"system": RXNORM, "code": "46041"}
+RISEDRONATE = {"system": RXNORM, "code": "905024"}
 FORTEO = {"system": RXNORM, "code": "1435117"}
 _ids = iter(range(1, 10**6))
 
@@ -78,13 +81,15 @@ def test_too_late_says_look_for_vertebral_fractures():
 
 
 @pytest.mark.parametrize("zoledronic_acid", [ZOLEDRONIC_ACID_5MG, ZOMETA_4MG])
-def test_zoledronic_acid_with_egfr_below_35_is_a_warning_replaced_by_oral(zoledronic_acid):
-    finding = run([given(PROLIA, 185), egfr(28, days=12)], [draft(zoledronic_acid, order_id="draft-zol")])
+@pytest.mark.parametrize("value, replacement", [(32, "905024"), (28, "306286007")])
+def test_zoledronic_acid_with_egfr_below_35_is_a_warning_replaced_by_the_renal_rule(zoledronic_acid, value, replacement):
+    finding = run([given(PROLIA, 185), egfr(value, days=12)], [draft(zoledronic_acid, order_id="draft-zol")])
     assert finding.indicator == "warning"
     assert "on 2026-11-13: below 35" in finding.detail
     kinds = actions(finding)
     assert kinds[0] == ("delete", "MedicationRequest/draft-zol")
-    assert kinds[1][1]["medicationCodeableConcept"]["coding"][0]["code"] == "905024"
+    created = kinds[1][1]
+    assert (created.get("medicationCodeableConcept") or created["code"])["coding"][0]["code"] == replacement
 
 
 def test_renal_warning_outranks_timing_but_the_detail_says_both():
@@ -97,8 +102,34 @@ def test_zoledronic_acid_with_egfr_at_least_35_in_window_is_silent(egfr_value):
     assert run([given(PROLIA, 185), egfr(egfr_value)], [draft(ZOLEDRONIC_ACID_5MG)]) is None
 
 
-def test_oral_bisphosphonate_with_low_egfr_is_not_the_renal_warning():
-    assert run([given(PROLIA, 185), egfr(28)], [draft(ALENDRONATE)]) is None
+@pytest.mark.parametrize("value, warns", [(34, True), (35, False)])
+def test_alendronate_below_35_is_a_renal_warning(value, warns):
+    finding = run([given(PROLIA, 185), egfr(value)], [draft(ALENDRONATE)])
+    assert (finding is not None and finding.indicator == "warning") == warns
+
+
+@pytest.mark.parametrize("value, warns", [(29, True), (30, False)])
+def test_risedronate_below_30_is_a_renal_warning(value, warns):
+    finding = run([given(PROLIA, 185), egfr(value)], [draft(RISEDRONATE)])
+    assert (finding is not None and finding.indicator == "warning") == warns
+
+
+def test_no_kidney_result_in_12_months_30_days_for_zoledronic_acid():
+    finding = run([given(PROLIA, 185), egfr(70, days=60)], [draft(ZOLEDRONIC_ACID_5MG)])
+    assert finding.indicator == "warning" and "no kidney function result since" in finding.detail
+    assert actions(finding)[0][1]["code"]["coding"][0]["code"] == "2160-0"
+    assert run([given(PROLIA, 185), egfr(70, days=60)], [draft(ALENDRONATE)]) is None
+    assert run([given(PROLIA, 185), egfr(70, days=400)], [draft(ALENDRONATE)]).indicator == "warning"
+
+
+def test_zoledronic_acid_with_hypocalcemia_is_a_warning():
+    low_calcium = observation("17861-6", 7.9, "mg/dL", days_ago(5))
+    finding = run([given(PROLIA, 185), egfr(70), low_calcium], [draft(ZOLEDRONIC_ACID_5MG)])
+    assert finding.indicator == "warning" and "hypocalcemia" in finding.detail
+
+
+def test_timing_is_for_the_first_bisphosphonate_only_and_never_after_24_months():
+    assert run([given(PROLIA, 800), egfr(70)], [draft(ZOLEDRONIC_ACID_5MG)]) is None
 
 
 def test_after_a_completed_transition_timing_no_longer_applies_but_renal_does():
@@ -118,3 +149,11 @@ def test_no_denosumab_history_no_card():
 
 def test_not_a_bisphosphonate_no_card():
     assert run([given(PROLIA, 100), egfr(70)], [draft(FORTEO)]) is None
+
+
+def test_a_bisphosphonate_coded_with_a_code_in_no_value_set_is_recognised_by_name_and_says_so():
+    """The sandbox's alendronic acid 70 mg weekly (RxNorm 904431) is in no value set of the extract."""
+    sandbox = {"system": RXNORM, "code": "904431", "display": "alendronic acid 70 MG Oral Tablet"}
+    finding = run([given(PROLIA, 119), egfr(70)], [draft(sandbox)])
+    assert finding is not None and "too early" in finding.summary
+    assert "code 904431 is in no value set of this service: recognised by its name" in finding.detail

@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from cds_service.record.model import ConditionEntry, LabResult
 from cds_service.record.units import analyte_units
 from cds_service.rules import common
-from cds_service.rules.concepts import labs
+from cds_service.rules.concepts import indications, labs
+from cds_service.rules.concepts.regimen import regimen_of
 from cds_service.rules.context import RuleContext
 
 TOTAL_ANALYTES = ("calcium-total", "calcium-albumin-corrected")
@@ -244,7 +245,7 @@ def is_for_hypercalcemia_of_malignancy(ctx: RuleContext) -> bool:
     hypocalcemia (catalog, Hypercalcemia state). ICD-10-CM has no code of its own (E83.52 with a
     neoplasm), so a 60 mg order with a hypercalcemia code is not read as this indication."""
     return any(
-        common.regimen_of(ctx, order) == "120mg"
-        and common.indication_evidence(ctx, order, ("hypercalcemia-of-malignancy",))
+        regimen_of(ctx, order) == "120mg"
+        and indications.indication_evidence(ctx, order, ("hypercalcemia-of-malignancy",))
         for order in ctx.orders
     )
