@@ -46,6 +46,7 @@ def test_check_reads_a_day_as_its_midnight_utc(capsys):
 def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, capsys):
     request = json.loads(BASELINE.read_text())["request"]
     years_old = {"resourceType": "Observation", "id": "lab-2019-broken", "status": "final",
+                 "subject": {"reference": "Patient/pat-wm-0001"},
                  "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
                  "effectiveDateTime": "2019-02-01T08:00:00Z", "valueQuantity": {"value": "nine", "unit": "mg/dL"}}
     request["prefetch"]["labResults"]["entry"].append({"resource": years_old})

@@ -247,6 +247,7 @@ class Topic:
     citation: str
     source_url: str | None
     override_reasons: tuple[OverrideReason, ...]
+    can_be_critical: bool = True  # seeds/topics.toml `can_be_critical`; unknown counts as "can"
 
 
 @dataclass(frozen=True)
@@ -581,7 +582,7 @@ def _load_topics(
     tables = _tables(data, "topics", path)
     allowed = {
         "display", "triggers", "when", "indicators", "thresholds", "valuesets",
-        "citation", "source_url", "override_reasons",
+        "citation", "source_url", "override_reasons", "can_be_critical",
     }
     topics: dict[str, Topic] = {}
     for code, table in tables.items():
@@ -631,8 +632,16 @@ def _load_topics(
             citation=_require_str(table, "citation", where),
             source_url=source_url,
             override_reasons=tuple(reasons),
+            can_be_critical=_can_be_critical(table, where),
         )
     return topics
+
+
+def _can_be_critical(table: Mapping, where: str) -> bool:
+    value = table.get("can_be_critical", True)  # a topic that does not say counts as able: the safe side
+    if not isinstance(value, bool):
+        raise KnowledgeError(f"{where}: can_be_critical must be true or false")
+    return value
 
 
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:

@@ -41,3 +41,17 @@ def next_link(bundle) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
+
+
+def bundle_entries(value) -> list[tuple[str | None, dict]]:
+    """(fullUrl, resource) of every entry of a Bundle (fullUrl None when absent), or of the items
+    of a list; nothing for anything else."""
+    if isinstance(value, list):
+        return [(None, item) for item in value if isinstance(item, dict)]
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle" or not isinstance(value.get("entry"), list):
+        return []
+    return [
+        (entry["fullUrl"] if isinstance(entry.get("fullUrl"), str) else None, entry["resource"])
+        for entry in value["entry"]
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+    ]

@@ -12,7 +12,7 @@ Source: card catalog topic calcium-monitoring; Prolia W&P 5.1 and boxed warning 
 
 from __future__ import annotations
 
-from cds_service.cards import Finding
+from cds_service.cards import Absence, Finding
 from cds_service.record.model import LabResult
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
@@ -57,6 +57,7 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         suggestions=(
             common.calcium_recheck_suggestion(ctx, reason=f"Serum calcium before denosumab (none in the last {days} days)"),
         ),
+        rests_on_absence=(Absence("labs", f"a serum calcium in the last {days} days", ctx.days_before("calcium_lookback_days")),),
     )
 
 

@@ -22,7 +22,7 @@ Source: Prolia label ("All patients should receive calcium 1000 mg daily and at 
 
 from __future__ import annotations
 
-from cds_service.cards import Finding, Suggestion
+from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
@@ -88,6 +88,7 @@ def supplementation_finding(
         detail=_detail(ctx, calcium, vitamin_d, reasons_to_withhold_calcium),
         suggestions=tuple(suggestions),
         selection_behavior="any",
+        rests_on_absence=(Absence("medications", f"an active {missing} supplement"),),
     )
 
 

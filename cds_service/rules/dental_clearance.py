@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from cds_service.cards import Finding
+from cds_service.cards import Absence, Finding
 from cds_service.record.model import ProcedureEntry
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
@@ -86,6 +86,14 @@ def evaluate(ctx: RuleContext) -> Finding | None:
         detail=_detail(ctx, initiating, last, invasive, no_exam_before_start, exam_overdue_on_therapy),
         suggestions=(
             common.dental_referral_suggestion(ctx, reason="Dental evaluation for denosumab therapy (osteonecrosis of the jaw risk)"),
+        ),
+        rests_on_absence=() if invasive else tuple(
+            Absence(category, check.format(common.fmt_date(ctx.days_before(window))), ctx.days_before(window))
+            for category, check, window in (
+                ("procedures", "a dental examination since {}",
+                 "dental_exam_initiation_lookback_days" if initiating else "dental_exam_on_therapy_max_age_days"),
+                ("medications", "a denosumab dose since {} (whether this order starts therapy)", "initiation_no_dose_lookback_days"),
+            )[: 2 if initiating else 1]
         ),
     )
 

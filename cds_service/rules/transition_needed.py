@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cds_service.cards import Finding, Suggestion
+from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import LabResult, MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.context import RuleContext
@@ -93,6 +93,10 @@ def transition_finding(ctx: RuleContext, last: MedicationEntry, stopped: Medicat
         detail=_detail(ctx, last, stopped, egfr, zoledronic_acid_allowed),
         suggestions=suggestions,
         selection_behavior="any" if len(suggestions) > 1 else "at-most-one",
+        rests_on_absence=(
+            Absence("medications", f"a bisphosphonate given or ordered since the last denosumab dose ({common.fmt_date(last.date)})", last.date),
+            Absence("medications", "an active denosumab order"),
+        ),
     )
 
 
