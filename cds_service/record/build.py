@@ -385,6 +385,8 @@ class _Builder:
         if number is not None and units is not None:
             value, assumed, unusable = units.read(number, unit_code, unit_text)
             unit = units.canonical if value is not None else None
+            if assumed is not None:  # every card showing the value as reported says how it was read
+                original_text = f"{original_text} (unit not reported, read as {assumed})"
         low = high = None
         if units is not None and model.referenceRange:
             ref = model.referenceRange[0]

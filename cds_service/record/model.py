@@ -136,15 +136,6 @@ class Completeness:
     def is_complete(self, category: str) -> bool:
         return not any(g.category == category and g.cause != "not-requested" for g in self.gaps)
 
-    def settles_absence(self, category: str, since: datetime | None) -> bool:
-        """True when "nothing found since `since`" in `category` is sound: no gap of it can hide
-        an entry in that window (entries received newest first that reach back past `since`
-        settle it)."""
-        return not any(g.leaves_open(since) for g in self.gaps_of(category))
-
-    def with_gaps(self, gaps) -> "Completeness":
-        return Completeness(self.gaps + tuple(gaps))
-
     @property
     def incomplete_categories(self) -> frozenset[str]:
         return frozenset(g.category for g in self.gaps if g.cause != "not-requested")
@@ -222,12 +213,10 @@ class LabResult:
     @property
     def reading(self) -> str:
         """What was made of the reported value, for cards and `check`: "7.2 (unit not reported,
-        read as mg/dL)", "<15 mL/min/1.73m2 (a bound)", "2.4 (no unit): not used — …"."""
+        read as mg/dL)", "<15 (a bound: …)", "4.0: not used — no unit reported, and …"."""
         shown = self.original_text or "no value"
         if self.unusable:
             return f"{shown}: not used — {self.unusable}"
-        if self.unit_assumed:
-            return f"{shown} (unit not reported, read as {self.unit_assumed})"
         if self.comparator:
             return f"{shown} (a bound: the exact value is not reported)"
         return shown
@@ -440,13 +429,18 @@ class PatientRecord:
         """Lab results read so far whose value could not be used (listed on data-unavailable)."""
         return tuple(self._unusable_labs)
 
-    def settles_absence(self, category: str, since: datetime | None) -> bool:
-        """True when a rule may conclude that nothing of `category` dated at or after `since`
-        exists (None: at any time); see Completeness.settles_absence. An unusable lab value
-        inside the window leaves a labs absence open too."""
+    def open_gaps(self, category: str, since: datetime | None) -> tuple[Gap, ...]:
+        """The gaps that may hide an entry of `category` dated at or after `since` (None: at any
+        time): those of what did not arrive, and for labs each unusable value inside the window."""
         gaps = self.completeness.gaps_of(category)
         if category == "labs":
             gaps += tuple(
                 Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective) for lab in self._unusable_labs
             )
-        return not any(g.leaves_open(since) for g in gaps)
+        return tuple(g for g in gaps if g.leaves_open(since))
+
+    def settles_absence(self, category: str, since: datetime | None) -> bool:
+        """True when a rule may conclude that nothing of `category` dated at or after `since`
+        exists: no gap leaves that window open (entries received newest first that reach back
+        past `since` settle it)."""
+        return not self.open_gaps(category, since)

@@ -125,7 +125,7 @@ def run_rules(
             if finding is None:
                 continue
             open_checks = [
-                DroppedCheck(finding.topic, absence, open_gaps(record, absence))
+                DroppedCheck(finding.topic, absence, record.open_gaps(absence.category, absence.since))
                 for absence in finding.rests_on_absence if not record.settles_absence(absence.category, absence.since)
             ]
             if open_checks:  # an absence in incomplete data proves nothing: say so instead
@@ -133,7 +133,7 @@ def run_rules(
             else:
                 findings.append(finding)
     if hook == "patient-view" and not triggers and not record.settles_absence("medications", None):
-        dropped.append(DroppedCheck(DATA_UNAVAILABLE_TOPIC, _DENOSUMAB_HISTORY, open_gaps(record, _DENOSUMAB_HISTORY)))
+        dropped.append(DroppedCheck(DATA_UNAVAILABLE_TOPIC, _DENOSUMAB_HISTORY, record.open_gaps("medications", None)))
     report = data_unavailable_finding(
         record, kb, dropped=dropped, failed_topics=failed_topics, ran_topics=ran_topics,
         orders_only=hook in ORDER_HOOKS and not triggers,
@@ -141,16 +141,6 @@ def run_rules(
     if report is not None:
         findings.append(report)
     return findings
-
-
-def open_gaps(record: PatientRecord, absence: Absence) -> tuple[Gap, ...]:
-    gaps = tuple(g for g in record.completeness.gaps_of(absence.category) if g.leaves_open(absence.since))
-    if absence.category == "labs":
-        gaps += tuple(
-            Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective)
-            for lab in record.unusable_labs() if absence.since is None or lab.effective is None or lab.effective >= absence.since
-        )
-    return gaps
 
 
 def _order_kind(order: UnreadableOrder) -> str:
