@@ -61,3 +61,21 @@ def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, 
     assert json.loads(captured.out) == {"cards": []}
     assert "Observation/lab-2019-broken" in captured.err
     assert "Condition/cond-broken" in captured.err
+
+
+def test_check_lists_each_bound_or_unitless_value_with_what_was_made_of_it(tmp_path, capsys):
+    request = json.loads(BASELINE.read_text())["request"]
+    for entry in request["prefetch"]["labResults"]["entry"]:
+        resource = entry["resource"]
+        code = resource["code"]["coding"][0]["code"]
+        if code == "98979-8":  # eGFR as the lab printed it
+            resource.pop("valueQuantity")
+            resource["valueString"] = ">60"
+        elif code == "17861-6":  # calcium without its unit
+            resource["valueQuantity"] = {"value": 9.4}
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["check", str(path), "--as-of", "2026-11-25T15:00:00+00:00"]) == 0
+    err = capsys.readouterr().err
+    assert "value (calcium-total) Observation/lab-ca-1: 9.4 (unit not reported, read as mg/dL)" in err
+    assert "value (egfr) Observation/lab-egfr-1: >60 (unit not reported, read as mL/min/1.73m2) (a bound" in err

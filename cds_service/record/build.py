@@ -157,7 +157,7 @@ class _Builder:
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # reference ("Medication/<id>", fullUrl) -> raw Medication
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
-        self.unusable_labs: list[LabResult] = []  # filled as labs are read
+        self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
         self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
         # The subject references that name this patient (card catalog, "Patient match").
         patient_id = inputs.patient_id
@@ -429,8 +429,8 @@ class _Builder:
             unit_assumed=assumed,
             unusable=unusable,
         )
-        if unusable is not None:
-            self.unusable_labs.append(lab)
+        if unusable is not None or assumed is not None or comparator is not None:
+            self.noted_labs.append(lab)
         return lab
 
     # conditions and procedures -----------------------------------------------------------------
@@ -584,7 +584,7 @@ def _codes_and_texts(raw) -> tuple[list[tuple[str, str]], list[str]]:
             if isinstance(node.get("system"), str) and isinstance(node.get("code"), str):
                 codings.append((node["system"], node["code"]))
             for key, value in node.items():
-                if key in ("text", "display") and isinstance(value, str):
+                if isinstance(value, str) and (key in ("text", "display") or key.startswith("medication")):
                     texts.append(value[:200])
                 elif isinstance(value, (dict, list)):
                     stack.append(value)
@@ -823,5 +823,5 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
         _procedures=LazyHistory(procedures),
         _conditions=LazyHistory(conditions),
         _skipped=builder.skipped,  # shared: entries found unusable when first read are added
-        _unusable_labs=builder.unusable_labs,
+        _noted_labs=builder.noted_labs,
     )

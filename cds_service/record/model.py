@@ -354,7 +354,8 @@ class PatientRecord:
     _conditions: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
     # Grows while the histories are read: an entry found unusable is reported when first read.
     _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
-    _unusable_labs: list[LabResult] = field(default_factory=list, compare=False, repr=False)
+    # Grows while labs are read: results whose value is a bound, has no unit, or cannot be used.
+    _noted_labs: list[LabResult] = field(default_factory=list, compare=False, repr=False)
 
     def labs_for(self, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
         """Results of one analyte (a value set name), newest first; with `since`, only those
@@ -427,7 +428,12 @@ class PatientRecord:
 
     def unusable_labs(self) -> tuple[LabResult, ...]:
         """Lab results read so far whose value could not be used (listed on data-unavailable)."""
-        return tuple(self._unusable_labs)
+        return tuple(lab for lab in self._noted_labs if lab.unusable)
+
+    def value_readings(self) -> tuple[LabResult, ...]:
+        """Lab results read so far whose value needed reading: a bound, no unit, or unusable;
+        `LabResult.reading` says what was made of each (for `denosumab-cds check`)."""
+        return tuple(self._noted_labs)
 
     def open_gaps(self, category: str, since: datetime | None) -> tuple[Gap, ...]:
         """The gaps that may hide an entry of `category` dated at or after `since` (None: at any
@@ -435,7 +441,7 @@ class PatientRecord:
         gaps = self.completeness.gaps_of(category)
         if category == "labs":
             gaps += tuple(
-                Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective) for lab in self._unusable_labs
+                Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective) for lab in self.unusable_labs()
             )
         return tuple(g for g in gaps if g.leaves_open(since))
 

@@ -513,3 +513,31 @@ def test_paged_and_unpaged_reading_give_the_same_cards_when_complete(fhir_app):
         assert "data-unavailable" not in {topic for topic, _, _ in answers[0]}
 
     check()
+
+
+def test_a_draft_recognisable_only_by_its_text_is_named_when_it_cannot_be_read(make_app):
+    """Its medication is a bare string (not a CodeableConcept): unreadable, but recognisably
+    Prolia, so named on the data-unavailable card with why."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["medicationCodeableConcept"] = "Prolia 60 mg/mL prefilled syringe"
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"data-unavailable": "warning"}
+    detail = cards_of(response)["data-unavailable"]["detail"]
+    assert "A denosumab order in this request could not be read: medicationCodeableConcept" in detail
+
+
+def test_an_unrelated_order_that_cannot_be_read_costs_nothing(fhir_app):
+    """A malformed amoxicillin draft: not recognisably a denosumab or follow-on order, so no card
+    and no FHIR query (only counted as skipped)."""
+    client = fhir_app()
+    request = with_fhir_server(baseline_request())
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["medicationCodeableConcept"] = {"coding": [{"system": RXNORM, "code": "308191", "display": "amoxicillin 500 MG Oral Capsule"}]}
+    draft["authoredOn"] = "yesterday"
+    del request["prefetch"]
+    with responses.RequestsMock() as rsps:
+        response = client.post(ORDER_SIGN, json=request)
+        assert len(rsps.calls) == 0
+    assert response.get_json() == {"cards": []} and response.headers["X-Skipped-Resources"] == "1"
