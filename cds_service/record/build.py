@@ -11,6 +11,7 @@ skipped and reported; the rest of the call goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -270,8 +271,14 @@ class _Builder:
             try:
                 model = parse_resource(_read_elements(raw), draft=True)
             except InvalidResource as exc:
-                self.skip(DRAFTS, exc.problem.describe(), exc.problem.reference)
                 why = exc.problem.reason
+                if why.startswith("id:") and (entry := self.draft_without_its_id(raw, concept_raw, concepts)):
+                    # Only the id breaks the FHIR id pattern (the specification's own example has a
+                    # non-ASCII hyphen): everything else is read; the id is kept as sent.
+                    self.skip(DRAFTS, "MedicationRequest: its id is not a valid FHIR id; read without it", reference)
+                    drafts.append(entry)
+                    continue
+                self.skip(DRAFTS, exc.problem.describe(), exc.problem.reference)
                 if concepts:  # the medication is known: check the order by it, whatever else is wrong
                     drafts.append(self.lenient_draft(raw, concept_raw, concepts))
                     unreadable.append(UnreadableOrder(reference, concepts, why, evaluated=True))
@@ -282,6 +289,14 @@ class _Builder:
             if entry is not None:
                 drafts.append(entry)
         return drafts, unreadable
+
+    def draft_without_its_id(self, raw: dict, concept_raw, concepts: frozenset[str]) -> MedicationEntry | None:
+        try:
+            model = parse_resource(_read_elements({k: v for k, v in raw.items() if k != "id"}), draft=True)
+        except InvalidResource:
+            return None
+        entry = self.medication(DRAFTS, raw, concept_raw, concepts, draft=True, model=model)
+        return dataclasses.replace(entry, id=raw["id"] if isinstance(raw.get("id"), str) else None)
 
     def recognisable_concepts(self, raw: dict) -> frozenset[str]:
         """Value sets that any code or text anywhere in a raw resource names (for resources that

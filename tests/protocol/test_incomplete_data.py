@@ -445,7 +445,23 @@ def test_the_specifications_order_sign_example_with_prolia_gets_its_cards(make_a
     request = spec_order_sign_example_with_prolia()
     request["prefetch"]["labResults"] = searchset([low_calcium()] + labs_without_calcium(request))
     response = client.post(ORDER_SIGN, json=request)
-    assert indicators(response)["hypocalcemia"] == "critical"  # checked by its medication although its id is invalid
+    assert indicators(response) == {"hypocalcemia": "critical"}  # read in full although its id is invalid
+    assert response.headers["X-Skipped-Resources"] == "1"  # and the invalid id is reported
+    delete = [a for s in cards_of(response)["hypocalcemia"]["suggestions"] for a in s["actions"] if a["type"] == "delete"]
+    assert delete and delete[0]["resourceId"] == "MedicationRequest/request\u2011123"  # cancels the order as the EHR named it
+
+
+def test_a_draft_that_fails_validation_but_names_prolia_is_still_checked(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["dosageInstruction"][0]["timing"] = {"repeat": {"period": "six", "periodUnit": "mo"}}
+    request["prefetch"]["labResults"] = searchset([low_calcium()] + labs_without_calcium(request))
+    response = client.post(ORDER_SIGN, json=request)
+    got = indicators(response)
+    assert got["hypocalcemia"] == "critical"
+    assert got["data-unavailable"] == "info"
+    assert "could not be fully read" in cards_of(response)["data-unavailable"]["detail"]
 
 
 def test_a_dstu2_medication_order_for_prolia_is_named_not_ignored(make_app):
