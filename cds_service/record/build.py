@@ -261,7 +261,9 @@ class _Builder:
             missing = self.missing_medication(raw)
             if missing is not None and not concepts:
                 self.skip(DRAFTS, "MedicationRequest: its Medication could not be found", reference)
-                unreadable.append(UnreadableOrder(reference, frozenset(), "its medication (a referenced Medication) could not be found", medication_reference=missing))
+                unreadable.append(UnreadableOrder(
+                    reference, frozenset(), f"its medication ({_shown_reference(missing)}) could not be found", medication_reference=missing
+                ))
                 continue
             if self.of_another_patient(DRAFTS, raw):
                 seen = concepts or self.recognisable_concepts(raw)
@@ -606,6 +608,12 @@ def _codes_and_texts(raw) -> tuple[list[tuple[str, str]], list[str]]:
         elif isinstance(node, list):
             stack.extend(node)
     return codings, texts
+
+
+def _shown_reference(reference: str) -> str:
+    """A reference as a card may show it: "Medication/<id>" (never a long or odd URL)."""
+    tail = "/".join(reference.split("/")[-2:])
+    return tail[:80] if tail.startswith("Medication/") else "a referenced Medication"
 
 
 def _raw_reference(raw: dict) -> str | None:

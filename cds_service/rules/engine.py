@@ -231,14 +231,17 @@ def data_unavailable_finding(
             can_be_critical |= any(kb.topics[t].can_be_critical for t in failed_topics)
     if not parts:
         return None
-    summary = (
-        "Denosumab safety checks incomplete: some checks could not be evaluated"
-        if failed_topics and len(parts) == 1 else
-        "Denosumab safety checks incomplete: some patient data could not be obtained or read"
-    )
+    if any(_order_kind(o) != "other" and not o.evaluated for o in unreadable):
+        summary = "Denosumab safety checks not made: an order in this request could not be read or identified"
+    elif dropped:
+        summary = "Some denosumab safety checks could not be made: patient data incomplete or unreadable"
+    elif failed_topics and len(parts) == 1:
+        summary = "Denosumab safety checks incomplete: some checks could not be evaluated"
+    else:
+        summary = "Denosumab safety checks made on incomplete data: some patient data did not arrive"
     return Finding(
         topic=DATA_UNAVAILABLE_TOPIC,
         indicator="warning" if can_be_critical else "info",
         summary=summary,
-        detail="\n\n".join(parts) + "\n\nReview these by hand before signing: missing data is not normal data.",
+        detail="\n\n".join(parts) + "\n\nReview these by hand: missing data is not normal data.",
     )

@@ -557,3 +557,54 @@ def test_an_unrelated_order_that_cannot_be_read_costs_nothing(fhir_app):
         response = client.post(ORDER_SIGN, json=request)
         assert len(rsps.calls) == 0
     assert response.get_json() == {"cards": []} and response.headers["X-Skipped-Resources"] == "1"
+
+
+def test_a_history_entrys_medication_is_read_from_the_fhir_server(fhir_app):
+    """The last Prolia administration names Medication/med-1, which only the server holds: read
+    (GET Medication/med-1, with the token), so the dose counts and the patient is on therapy."""
+    client = fhir_app()
+    request = with_fhir_server(baseline_request())
+    administration = request["prefetch"]["medicationAdministrations"]["entry"][0]["resource"]
+    del administration["medicationCodeableConcept"]
+    administration["medicationReference"] = {"reference": "Medication/med-1"}
+    with responses.RequestsMock() as rsps:
+        read = rsps.get(f"{FHIR_BASE}/Medication/med-1", json=PROLIA_MEDICATION)
+        response = client.post(ORDER_SIGN, json=request)
+    assert response.get_json() == {"cards": []}
+    assert read.call_count == 1
+
+
+def test_a_history_entry_whose_medication_cannot_be_found_leaves_medication_absences_open(make_app):
+    """Without the Medication the administration may be the last Prolia dose: "no dose in 12
+    months" (initiating: dental examination needed) cannot be concluded, and is said instead."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    request.pop("fhirServer", None)
+    request["prefetch"]["medicationRequests"] = searchset([])
+    request["prefetch"]["procedures"] = searchset([])  # no dental examination on file
+    administration = request["prefetch"]["medicationAdministrations"]["entry"][0]["resource"]
+    del administration["medicationCodeableConcept"]
+    administration["medicationReference"] = {"reference": "Medication/med-1"}
+    response = client.post(ORDER_SIGN, json=request)
+    got = indicators(response)
+    assert "dental-clearance" not in got  # the initiation warning rests on "no dose in 12 months"
+    detail = cards_of(response)["data-unavailable"]["detail"]
+    assert "a denosumab dose since 2025-11-25 (whether this order starts therapy)" in detail
+    assert "a referenced Medication could not be found" in detail
+
+
+def test_patient_view_with_a_cut_medication_history_says_it_could_not_tell(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    body = {
+        "hook": "patient-view", "hookInstance": "0d6b5c36-5a2a-4c59-9a35-0b1c4f8f7d21",
+        "context": {"userId": "Practitioner/prac-77", "patientId": PID},
+        "prefetch": {
+            "medicationRequests": searchset([], f"{FHIR_BASE}/MedicationRequest?patient={PID}&page=2"),
+            "medicationAdministrations": None, "medicationDispenses": None, "medicationStatements": None,
+            "labResults": None,
+        },
+    }
+    response = client.post("/cds-services/patient-view", json=body)
+    card = cards_of(response)["data-unavailable"]
+    assert card["indicator"] == "info"
+    assert "whether this patient has any denosumab on record" in card["detail"]
