@@ -574,7 +574,7 @@ def _when(resource) -> datetime | None:
 # The element each query's `_sort` sorts by, where it differs from the date the record uses.
 _SORT_DATE_PATHS = {"Condition": (("recordedDate",),), "MedicationStatement": (("effectiveDateTime",), ("effectivePeriod", "start"))}
 _NOT_SORTED_TYPES = frozenset({"Medication", "OperationOutcome", "Patient"})
-_NUMBER_IN_STRING = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)?\s*(\d+(?:\.\d+)?)\s*([^\d\s][^\d]*)?$")
+_NUMBER_IN_STRING = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)?\s*(\d+(?:\.\d+)?)\s*([^\d\s.,\-].*)?$")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">=", "": None}
 _SCAN_LIMIT = 2000  # values looked at when recognising a resource that cannot be read
 

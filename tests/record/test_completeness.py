@@ -107,3 +107,20 @@ def test_an_unusable_value_inside_a_window_leaves_a_labs_absence_open():
     assert lab.value is None and "plausible in mg/dL and in mmol/L" in lab.unusable
     assert not record.settles_absence("labs", NOW - timedelta(days=30))
     assert record.settles_absence("labs", NOW - timedelta(days=1))  # the value is older than that window
+
+
+@pytest.mark.parametrize("text, value, comparator, unusable", [
+    ("<15", 15, "<", None),
+    ("<15 mL/min/1.73m2", 15, "<", None),
+    ("\u2265 90", 90, ">=", None),
+    ("15-20", None, None, "not a number"),
+    ("pending", None, None, "not a number"),
+])
+def test_an_egfr_written_as_text_is_read_as_a_number_or_a_bound(text, value, comparator, unusable):
+    egfr = {"resourceType": "Observation", "id": "e", "status": "final", "subject": {"reference": f"Patient/{PID}"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+            "effectiveDateTime": NOW.isoformat(), "valueString": text}
+    record = build_record(RecordInputs(patient_id=PID, resource_groups=[("labResults", [egfr])]), load_knowledge())
+    (lab,) = record.labs_for("egfr")
+    assert (lab.value, lab.comparator) == (value, comparator)
+    assert (unusable is None) == (lab.unusable is None) and (unusable or "") in (lab.unusable or "")
