@@ -610,6 +610,16 @@ def _codes_and_texts(raw) -> tuple[list[tuple[str, str]], list[str]]:
     return codings, texts
 
 
+_READ_TYPES = frozenset(MEDICATION_TYPES + ("Observation", "Condition", "Procedure", "Patient", "Medication"))
+
+
+def category_of_unread(resource_type: str) -> str:
+    """The record category an unread (non-R4) resource most likely belongs to, by its name."""
+    if resource_type.startswith("Medication"):
+        return "medications"
+    return {"DiagnosticOrder": "labs", "DiagnosticReport": "labs"}.get(resource_type, "conditions" if "Condition" in resource_type else "procedures")
+
+
 def _shown_reference(reference: str) -> str:
     """A reference as a card may show it: "Medication/<id>" (never a long or odd URL)."""
     tail = "/".join(reference.split("/")[-2:])
@@ -772,6 +782,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     by_type: dict[str, list[tuple[str, dict]]] = {}
     labs = []
     medications_in_groups = False
+    unreadable_history: set[str] = set()  # categories holding a recognisable resource not read
     for where, group in inputs.resource_groups:
         for raw in group:
             resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
@@ -793,6 +804,11 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
                     patient_raw = raw
                 elif raw.get("id") != inputs.patient_id:
                     builder.skip(where, "Patient skipped: not the patient of this hook call")
+                continue
+            if resource_type not in _READ_TYPES and not is_r4_resource_type(resource_type):
+                builder.skip(where, f"{resource_type[:40]} is not a FHIR R4 resource type (e.g. DSTU2): not read", _raw_reference(raw))
+                if builder.recognisable_concepts(raw):  # e.g. a DSTU2 MedicationOrder for Prolia: history unread
+                    unreadable_history.add(category_of_unread(resource_type))
                 continue
             by_type.setdefault(resource_type, []).append((where, raw))
 
@@ -833,6 +849,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     ]
     if unknown_medications:
         gaps.append(Gap("medications", "medication-unknown", f"{unknown_medications} medication record(s)"))
+    gaps.extend(Gap(category, "not-r4", "resources not read") for category in sorted(unreadable_history))
     focus = _selected(drafts, inputs.selections)
     return PatientRecord(
         patient=builder.patient(patient_raw),

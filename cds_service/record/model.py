@@ -33,6 +33,7 @@ GAP_CAUSES = {
     "link-not-followed": "the link to the next page leaves the EHR's FHIR server",
     "medication-unknown": "a referenced Medication could not be found",
     "value-unusable": "a value could not be used",
+    "not-r4": "some records are of a resource type this service does not read (not FHIR R4)",
     "not-requested": "this service does not ask for this data on this hook",
 }
 

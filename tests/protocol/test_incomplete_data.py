@@ -608,3 +608,21 @@ def test_patient_view_with_a_cut_medication_history_says_it_could_not_tell(make_
     card = cards_of(response)["data-unavailable"]
     assert card["indicator"] == "info"
     assert "whether this patient has any denosumab on record" in card["detail"]
+
+
+def test_a_dstu2_medication_order_in_the_history_is_counted_and_leaves_the_dose_history_open(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    request.pop("fhirServer", None)
+    request["prefetch"]["medicationAdministrations"] = searchset([])
+    request["prefetch"]["medicationRequests"] = searchset([{
+        "resourceType": "MedicationOrder", "id": "mo-2026-05", "status": "completed", "dateWritten": "2026-05-20",
+        "patient": {"reference": f"Patient/{PID}"},
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "993456"}], "text": "Prolia 60 mg/mL"}}])
+    request["prefetch"]["procedures"] = searchset([])  # no dental examination on file
+    response = client.post(ORDER_SIGN, json=request)
+    assert int(response.headers["X-Skipped-Resources"]) >= 1
+    got = indicators(response)
+    assert "dental-clearance" not in got  # "no dose in 12 months" is not known: the old order may be one
+    detail = cards_of(response)["data-unavailable"]["detail"]
+    assert "not FHIR R4" in detail and "a denosumab dose since" in detail
