@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from cds_service.errors import CdsError, Issue, bad_request, precondition_failed
-from cds_service.protocol.bundles import bundle_entries, bundle_resources, next_link
+from cds_service.protocol.bundles import bundle_entries, bundle_resources, holds_fewer_than_its_total, next_link
 from cds_service.protocol.fhir_client import FhirClient, asks_newest_first, is_allowed_base, newest_first, resolve_url
 from cds_service.protocol.request import HookRequest
 from cds_service.record.model import DATA_CATEGORIES, Gap, SkippedResource
@@ -136,6 +136,8 @@ def resolve_data(
         more = next_link(value)
         if more:
             to_fetch[key], causes[key] = more, "no-server"  # page on from where the EHR stopped
+        elif holds_fewer_than_its_total(value):
+            data.gaps.append(Gap(categories[key], "cut-by-ehr", key))
     # Categories the service does not ask for on this hook are not complete-and-empty.
     asked = set(categories.values())
     data.gaps.extend(Gap(c, "not-requested") for c in DATA_CATEGORIES if c not in asked)

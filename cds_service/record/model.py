@@ -28,6 +28,7 @@ GAP_CAUSES = {
     "server-error": "the FHIR server answered with an error",
     "operation-outcome": "the EHR sent an OperationOutcome instead of the data",
     "page-limit": "cut at the page limit (only the first pages were read)",
+    "cut-by-ehr": "the EHR sent fewer entries than its Bundle's total, with no link to the rest",
     "no-server": "the EHR's data has more pages, and there is no FHIR server to ask for them",
     "server-not-allowed": "the FHIR server holding the rest is not one this service may read",
     "link-not-followed": "the link to the next page leaves the EHR's FHIR server",

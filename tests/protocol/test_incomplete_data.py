@@ -626,3 +626,19 @@ def test_a_dstu2_medication_order_in_the_history_is_counted_and_leaves_the_dose_
     assert "dental-clearance" not in got  # "no dose in 12 months" is not known: the old order may be one
     detail = cards_of(response)["data-unavailable"]["detail"]
     assert "not FHIR R4" in detail and "a denosumab dose since" in detail
+
+
+def test_a_prefetch_bundle_holding_fewer_entries_than_its_total_is_incomplete(make_app):
+    """An EHR that caps its prefetch (total 212, 1 entry, no next link): what it sent is used, and
+    "no dental examination" is not concluded from it."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    request["prefetch"]["procedures"] = {"resourceType": "Bundle", "type": "searchset", "total": 212, "entry": [{
+        "resource": {"resourceType": "Procedure", "id": "proc-colonoscopy", "status": "completed",
+                     "subject": {"reference": f"Patient/{PID}"}, "performedDateTime": "2026-10-01",
+                     "code": {"coding": [{"system": "http://snomed.info/sct", "code": "73761001", "display": "Colonoscopy"}]}},
+        "search": {"mode": "match"}}]}
+    response = client.post(ORDER_SIGN, json=request)
+    got = indicators(response)
+    assert "dental-clearance" not in got
+    assert "fewer entries than its Bundle's total" in cards_of(response)["data-unavailable"]["detail"]
