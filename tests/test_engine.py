@@ -120,3 +120,18 @@ def test_a_finding_resting_on_what_was_found_is_issued_from_incomplete_data(clie
     cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
     assert cards["osteonecrosis-of-jaw"]["indicator"] == "critical"
     assert cards["data-unavailable"]["indicator"] == "info"  # what was not checked cannot be critical
+
+
+def test_a_comparison_a_rule_cannot_decide_is_listed_never_read_as_normal(client, monkeypatch):
+    app_service = client.application.extensions["denosumab_cds"]
+    rule = next(rule for rule in app_service.rules if rule.topic == "hypocalcemia-risk")
+
+    def undecided(ctx):
+        ctx.cannot_tell("hypocalcemia-risk", "eGFR below 30 (reported >20 mL/min/1.73m2 on 2026-11-10)")
+        return None
+
+    monkeypatch.setattr(rule.module, "evaluate", undecided)
+    response = client.post("/cds-services/order-sign", json=baseline_request())
+    cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+    assert cards["data-unavailable"]["indicator"] == "warning"  # hypocalcemia-risk can be critical
+    assert "eGFR below 30 (reported >20 mL/min/1.73m2 on 2026-11-10)" in cards["data-unavailable"]["detail"]

@@ -109,9 +109,10 @@ def run_rules(
     dropped: list[DroppedCheck] = []
     failed_topics: set[str] = set()
     ran_topics: set[str] = set()
+    undecided: list[tuple[str, str]] = []
     triggers = focus_triggers(hook, record)
     for trigger, orders in triggers.items():
-        ctx = RuleContext(record=record, as_of=as_of, kb=kb, trigger=trigger, orders=orders)
+        ctx = RuleContext(record=record, as_of=as_of, kb=kb, trigger=trigger, orders=orders, undecided=undecided)
         for rule in rules:
             if trigger not in kb.topics[rule.topic].triggers:
                 continue
@@ -135,7 +136,7 @@ def run_rules(
     if hook == "patient-view" and not triggers and not record.settles_absence("medications", None):
         dropped.append(DroppedCheck(DATA_UNAVAILABLE_TOPIC, _DENOSUMAB_HISTORY, record.open_gaps("medications", None)))
     report = data_unavailable_finding(
-        record, kb, dropped=dropped, failed_topics=failed_topics, ran_topics=ran_topics,
+        record, kb, dropped=dropped, failed_topics=failed_topics, ran_topics=ran_topics, undecided=undecided,
         orders_only=hook in ORDER_HOOKS and not triggers,
     )
     if report is not None:
@@ -165,6 +166,7 @@ def data_unavailable_finding(
     dropped: list[DroppedCheck] = (),
     failed_topics: set[str] = frozenset(),
     ran_topics: set[str] = frozenset(),
+    undecided: list[tuple[str, str]] = (),
     orders_only: bool = False,
 ) -> Finding | None:
     """The data-unavailable card: what could not be obtained or read, and which checks that cost;
@@ -215,6 +217,10 @@ def data_unavailable_finding(
                 "**Not checked** (each needs to know that something is absent, which incomplete data cannot "
                 "show):\n\n" + "\n".join(dict.fromkeys(lines))
             )
+        if undecided:
+            lines = [f"- {check}" for _, check in undecided]
+            parts.append("**Could not be decided** (a value reported as a bound does not settle it):\n\n" + "\n".join(dict.fromkeys(lines)))
+            can_be_critical |= any(topic in kb.topics and kb.topics[topic].can_be_critical for topic, _ in undecided)
         unusable = record.unusable_labs()
         if unusable:
             lines = []
@@ -233,7 +239,7 @@ def data_unavailable_finding(
         return None
     if any(_order_kind(o) != "other" and not o.evaluated for o in unreadable):
         summary = "Denosumab safety checks not made: an order in this request could not be read or identified"
-    elif dropped:
+    elif dropped or undecided:
         summary = "Some denosumab safety checks could not be made: patient data incomplete or unreadable"
     elif failed_topics and len(parts) == 1:
         summary = "Denosumab safety checks incomplete: some checks could not be evaluated"
