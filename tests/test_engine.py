@@ -119,7 +119,8 @@ def test_a_finding_resting_on_what_was_found_is_issued_from_incomplete_data(clie
     response = client.post("/cds-services/order-sign", json=_with_procedures_unavailable(baseline_request()))
     cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
     assert cards["osteonecrosis-of-jaw"]["indicator"] == "critical"
-    assert cards["data-unavailable"]["indicator"] == "info"  # what was not checked cannot be critical
+    # and the missing procedures are said: hypocalcemia-risk, which can be critical, reads them
+    assert "High risk of severe hypocalcemia" in cards["data-unavailable"]["detail"]
 
 
 def test_a_comparison_a_rule_cannot_decide_is_listed_never_read_as_normal(client, monkeypatch):

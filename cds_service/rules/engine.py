@@ -109,6 +109,7 @@ def run_rules(
     dropped: list[DroppedCheck] = []
     failed_topics: set[str] = set()
     ran_topics: set[str] = set()
+    readers: dict[str, set[str]] = {}  # data category -> topics of the rules that ran and read it
     undecided: list[tuple[str, str]] = []
     triggers = focus_triggers(hook, record)
     for trigger, orders in triggers.items():
@@ -117,6 +118,8 @@ def run_rules(
             if trigger not in kb.topics[rule.topic].triggers:
                 continue
             ran_topics.add(rule.topic)
+            for category in rule.needs:
+                readers.setdefault(category, set()).add(rule.topic)
             try:
                 finding = rule.evaluate(ctx)
             except Exception:  # one faulty rule must not take the other safety checks down with it
@@ -136,7 +139,7 @@ def run_rules(
     if hook == "patient-view" and not triggers and not record.settles_absence("medications", None):
         dropped.append(DroppedCheck(DATA_UNAVAILABLE_TOPIC, _DENOSUMAB_HISTORY, record.open_gaps("medications", None)))
     report = data_unavailable_finding(
-        record, kb, dropped=dropped, failed_topics=failed_topics, ran_topics=ran_topics, undecided=undecided,
+        record, kb, dropped=dropped, failed_topics=failed_topics, ran_topics=ran_topics, undecided=undecided, readers=readers,
         orders_only=hook in ORDER_HOOKS and not triggers,
     )
     if report is not None:
@@ -167,6 +170,7 @@ def data_unavailable_finding(
     failed_topics: set[str] = frozenset(),
     ran_topics: set[str] = frozenset(),
     undecided: list[tuple[str, str]] = (),
+    readers: dict[str, set[str]] | None = None,
     orders_only: bool = False,
 ) -> Finding | None:
     """The data-unavailable card: what could not be obtained or read, and which checks that cost;
@@ -205,7 +209,17 @@ def data_unavailable_finding(
             lines = []
             for category, gaps in incomplete:
                 causes = "; ".join(dict.fromkeys(_gap_line(g) for g in gaps if g.cause != "not-requested"))
-                lines.append(f"- {CATEGORY_NAMES[category]}: {causes}.")
+                line = f"- {CATEGORY_NAMES[category]}: {causes}."
+                # What did not arrive may be recent (not known to be only older history): a check
+                # that reads it may have missed a finding, critical ones included.
+                if any(g.reaches_back_to is None and g.cause not in ("not-requested", "value-unusable") for g in gaps):
+                    exposed = sorted((readers or {}).get(category, ()))
+                    critical = [t for t in exposed if kb.topics[t].can_be_critical]
+                    if critical:
+                        line += " Checks that read it and can be critical may have missed something: " + ", ".join(
+                            kb.topics[t].display for t in critical) + "."
+                        can_be_critical = True
+                lines.append(line)
             parts.append("**Patient data that did not all arrive**\n\n" + "\n".join(lines))
         if dropped:
             lines = []

@@ -12,7 +12,7 @@ import copy
 import json
 import time
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import responses
@@ -114,7 +114,9 @@ class PagingServer:
                 ordered.sort(key=date_of, reverse=True)
             chunk = ordered[(page - 1) * self.page_size: page * self.page_size]
             more = page * self.page_size < len(ordered)
-            body = searchset(chunk, f"{FHIR_BASE}/{resource_type}?patient={PID}&page={page + 1}" if more else None)
+            # The next link keeps the search (its sort) and names the next page, as servers do.
+            query = {name: values[0] for name, values in query.items()} | {"page": str(page + 1)}
+            body = searchset(chunk, f"{FHIR_BASE}/{resource_type}?{urlencode(query)}" if more else None)
             return 200, {"Content-Type": "application/fhir+json"}, json.dumps(body)
 
         self.rsps.add_callback(responses.GET, f"{FHIR_BASE}/{resource_type}", callback=answer)
