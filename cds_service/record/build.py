@@ -610,6 +610,7 @@ def _codes_and_texts(raw) -> tuple[list[tuple[str, str]], list[str]]:
     return codings, texts
 
 
+MAX_HISTORY_MEDICATION_READS = 20  # Medication reads per call for history entries without a name
 _READ_TYPES = frozenset(MEDICATION_TYPES + ("Observation", "Condition", "Procedure", "Patient", "Medication"))
 
 
@@ -749,7 +750,10 @@ def _selected(drafts, selections: tuple[str, ...] | None, reference_of=lambda d:
 def missing_medications(inputs: RecordInputs, kb: Knowledge, *, drafts_only: bool) -> tuple[str, ...]:
     """References of Medications that the focused draft orders (`drafts_only`) or the history
     entries name and that neither the request nor `inputs.referenced` holds: what to read from
-    the FHIR server before the record can say what these orders are."""
+    the FHIR server before the record can say what these orders are. A history entry whose
+    reference carries a display (as Epic sends every one) is read by that name instead: a
+    request per medication of a long history would cost the call's deadline; at most
+    MAX_HISTORY_MEDICATION_READS are asked for, the rest stays unknown (a gap)."""
     builder = _Builder(inputs, kb)
     if drafts_only:
         raws = [r for r in inputs.draft_orders if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
@@ -762,7 +766,15 @@ def missing_medications(inputs: RecordInputs, kb: Knowledge, *, drafts_only: boo
         for _, group in inputs.resource_groups:
             for raw in group:
                 builder.index_referenced(None, raw)
-    return tuple(dict.fromkeys(ref for raw in raws if (ref := builder.missing_medication(raw)) is not None))
+        raws = [raw for raw in raws if not _reference_display(raw)]
+    missing = tuple(dict.fromkeys(ref for raw in raws if (ref := builder.missing_medication(raw)) is not None))
+    return missing if drafts_only else missing[:MAX_HISTORY_MEDICATION_READS]
+
+
+def _reference_display(raw: dict) -> str | None:
+    reference = raw.get("medicationReference")
+    display = reference.get("display") if isinstance(reference, dict) else None
+    return display if isinstance(display, str) and display.strip() else None
 
 
 def _names_a_medication_resource(draft) -> bool:
@@ -829,7 +841,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
             if isinstance(raw.get("id"), str) and f"{resource_type}/{raw['id']}" in draft_refs:
                 continue  # a re-signed order can also sit in the history prefetch: keep one copy, the draft
             concept_raw, concepts = builder.medication_concept(raw)
-            if not concepts and builder.missing_medication(raw) is not None:
+            if not concepts and builder.missing_medication(raw) is not None and not _reference_display(raw):
                 if not builder.of_another_patient(where, raw):
                     unknown_medications += 1
                     builder.skip(where, f"{resource_type} skipped: its Medication could not be found")

@@ -644,3 +644,18 @@ def test_a_prefetch_bundle_holding_fewer_entries_than_its_total_is_incomplete(ma
     got = indicators(response)
     assert "dental-clearance" not in got
     assert "fewer entries than its Bundle's total" in cards_of(response)["data-unavailable"]["detail"]
+
+
+def test_history_references_with_a_display_are_read_by_that_name_without_a_request(fhir_app):
+    """Epic names every medication by reference with a display: a long history costs no
+    Medication reads; the display identifies the drug (here an unrelated one and Prolia)."""
+    client = fhir_app()
+    request = with_fhir_server(baseline_request())
+    for entry in request["prefetch"]["medicationRequests"]["entry"] + request["prefetch"]["medicationAdministrations"]["entry"]:
+        resource = entry["resource"]
+        name = resource.pop("medicationCodeableConcept").get("text") or "carvedilol 6.25 mg tablet"
+        resource["medicationReference"] = {"reference": f"Medication/e{resource['id']}", "display": name}
+    with responses.RequestsMock() as rsps:  # nothing registered: a Medication read would fail the test
+        response = client.post(ORDER_SIGN, json=request)
+        assert len(rsps.calls) == 0
+    assert response.get_json() == {"cards": []}  # the Prolia administration is read by its name: on therapy
