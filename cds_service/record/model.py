@@ -155,6 +155,7 @@ class UnreadableOrder:
     medication_reference: str | None = None  # the Medication it names that could not be found
 
 
+_WITHDRAWN_RESULT_STATUSES = frozenset({"entered-in-error", "cancelled"})
 _BELOW_SETTLED_BY = {"<": lambda bound, limit: bound <= limit, "<=": lambda bound, limit: bound < limit}
 _ABOVE_SETTLED_BY = {">": lambda bound, limit: bound >= limit, ">=": lambda bound, limit: bound > limit}
 
@@ -429,8 +430,9 @@ class PatientRecord:
         return self.completeness.incomplete_categories
 
     def unusable_labs(self) -> tuple[LabResult, ...]:
-        """Lab results read so far whose value could not be used (listed on data-unavailable)."""
-        return tuple(lab for lab in self._noted_labs if lab.unusable)
+        """Lab results read so far whose value could not be used (listed on data-unavailable);
+        not those withdrawn (entered-in-error, cancelled), which are no result at all."""
+        return tuple(lab for lab in self._noted_labs if lab.unusable and lab.status not in _WITHDRAWN_RESULT_STATUSES)
 
     def value_readings(self) -> tuple[LabResult, ...]:
         """Lab results read so far whose value needed reading: a bound, no unit, or unusable;

@@ -124,3 +124,11 @@ def test_an_egfr_written_as_text_is_read_as_a_number_or_a_bound(text, value, com
     (lab,) = record.labs_for("egfr")
     assert (lab.value, lab.comparator) == (value, comparator)
     assert (unusable is None) == (lab.unusable is None) and (unusable or "") in (lab.unusable or "")
+
+
+def test_a_withdrawn_result_with_an_unusable_value_is_not_listed():
+    bare = _calcium("bare", 3)
+    bare["valueQuantity"], bare["status"] = {"value": 4.0}, "entered-in-error"
+    record = build_record(RecordInputs(patient_id=PID, resource_groups=[("labResults", [bare])]), load_knowledge())
+    assert len(record.labs_for("calcium-total") and tuple(record.labs_for("calcium-total"))) == 1
+    assert record.unusable_labs() == () and record.settles_absence("labs", NOW - timedelta(days=30))
