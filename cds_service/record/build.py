@@ -759,14 +759,15 @@ def missing_medications(inputs: RecordInputs, kb: Knowledge, *, drafts_only: boo
         raws = [r for r in inputs.draft_orders if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
         raws = _selected(raws, inputs.selections, _raw_reference)
     else:
-        raws = [
-            raw for _, group in inputs.resource_groups for raw in group
-            if isinstance(raw, dict) and raw.get("resourceType") in MEDICATION_TYPES
-        ]
+        raws = []
         for _, group in inputs.resource_groups:
             for raw in group:
-                builder.index_referenced(None, raw)
-        raws = [raw for raw in raws if not _reference_display(raw)]
+                if not isinstance(raw, dict):
+                    continue
+                if raw.get("resourceType") == "Medication":
+                    builder.index_referenced(None, raw)
+                elif "medicationReference" in raw and raw.get("resourceType") in MEDICATION_TYPES and not _reference_display(raw):
+                    raws.append(raw)
     missing = tuple(dict.fromkeys(ref for raw in raws if (ref := builder.missing_medication(raw)) is not None))
     return missing if drafts_only else missing[:MAX_HISTORY_MEDICATION_READS]
 
