@@ -98,10 +98,10 @@ class HookService:
             if not focus_triggers(request.hook, drafts_only):
                 # No denosumab or follow-on order in focus: nothing to check, nothing to fetch;
                 # an order that could not be identified is still said.
-                findings = run_rules(self.rules, request.hook, drafts_only, self.kb, as_of)
-                return CallOutcome(
-                    build_response(findings, self.kb), request, fhir_requests=fhir_requests, skipped=drafts_only.skipped
-                )
+                response = build_response(run_rules(self.rules, request.hook, drafts_only, self.kb, as_of), self.kb)
+                if response["cards"]:
+                    self._issued(request, response, drafts_only, as_of)
+                return CallOutcome(response, request, fhir_requests=fhir_requests, skipped=drafts_only.skipped)
         data = resolve_data(
             request,
             client=self.fhir_client,
@@ -117,8 +117,7 @@ class HookService:
         record = build_record(inputs, self.kb, drafts_from=drafts_only)
         findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
         response = build_response(findings, self.kb)
-        for listener in self.listeners:
-            listener(request, response, record, as_of)
+        self._issued(request, response, record, as_of)
         return CallOutcome(
             response,
             request,
@@ -126,6 +125,10 @@ class HookService:
             skipped=record.skipped,
             unavailable=tuple(sorted(record.unavailable)),
         )
+
+    def _issued(self, request: HookRequest, response: dict, record: PatientRecord, as_of: datetime) -> None:
+        for listener in self.listeners:
+            listener(request, response, record, as_of)
 
     def _read_medications(self, request: HookRequest, inputs: RecordInputs, caller: Caller, deadline: float, *, drafts_only: bool) -> int:
         """Read from the FHIR server the Medications that the focused drafts (or the history)

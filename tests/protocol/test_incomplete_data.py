@@ -659,3 +659,13 @@ def test_history_references_with_a_display_are_read_by_that_name_without_a_reque
         response = client.post(ORDER_SIGN, json=request)
         assert len(rsps.calls) == 0
     assert response.get_json() == {"cards": []}  # the Prolia administration is read by its name: on therapy
+
+
+def test_the_card_for_an_order_that_cannot_be_identified_is_recorded_in_the_ledger(make_app):
+    app = make_app(as_of=AS_OF)
+    issued = []
+    app.extensions["denosumab_cds"].listeners.append(lambda request, response, record, as_of: issued.append(response))
+    request = _draft_by_reference(baseline_request(), "Medication/med-unknown")
+    response = app.test_client().post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"data-unavailable": "warning"}
+    assert issued == [response.get_json()]  # the committee report counts it like any card
