@@ -131,6 +131,8 @@ def _check(args) -> int:
         skipped = records[0].skipped
     for resource in skipped:
         print(f"skipped ({resource.where}) {resource.reference or ''}: {resource.description}", file=sys.stderr)
+    for lab in records[0].value_readings() if records else ():
+        print(f"value ({lab.analyte}) Observation/{lab.id or '(no id)'}: {lab.reading}", file=sys.stderr)
     json.dump(outcome.response, sys.stdout, indent=2)
     print()
     return 0

@@ -1,10 +1,11 @@
 """One hook call from request body to CDS Hooks response, shared by the HTTP app and the CLI:
-validate the request, decide whether any rule applies, get the data, build the record, run the
-rules, build the cards."""
+validate the request, find out what the draft orders are (reading the Medications they refer to),
+decide whether any rule applies, get the data, build the record, run the rules, build the cards."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,10 +17,10 @@ from cds_service.knowledge import Knowledge, load_knowledge
 from cds_service.knowledge.version import knowledge_version
 from cds_service.protocol.auth import Caller
 from cds_service.protocol.fhir_client import FhirClient
-from cds_service.protocol.prefetch import resolve_data
+from cds_service.protocol.prefetch import read_medications, request_resources, resolve_data
 from cds_service.protocol.request import HookRequest, parse_hook_request, refuse_too_many_draft_orders
 from cds_service.protocol.services import ServiceDefinition, load_services
-from cds_service.record.build import DRAFTS, RecordInputs, build_record
+from cds_service.record.build import DRAFTS, RecordInputs, build_record, missing_medications
 from cds_service.record.fhir_parse import warm_models
 from cds_service.record.model import PatientRecord, SkippedResource
 from cds_service.rules.engine import ORDER_HOOKS, discover_rules, focus_triggers, run_rules
@@ -84,6 +85,7 @@ class HookService:
         refuse_too_many_draft_orders(body, self.service(service_id), self.settings.max_draft_orders)
         request = parse_hook_request(body, self.service(service_id))
         as_of = self.clock()
+        deadline = time.monotonic() + self.settings.fhir_timeout_seconds  # one deadline for every FHIR read of the call
         draft_skips = [SkippedResource(DRAFTS, p) for p in request.draft_order_problems]
         inputs = RecordInputs(
             patient_id=request.patient_id,
@@ -91,24 +93,48 @@ class HookService:
             draft_orders=request.draft_orders,
             selections=request.selections,
             skipped=draft_skips,
+            fhir_server=request.fhir_server,
+            referenced=request_resources(request),
         )
+        fhir_requests = 0
         drafts_only = None
         if request.hook in ORDER_HOOKS:
+            # What the focused drafts are decides everything else: read the Medications they refer
+            # to first (from the FHIR server when the request does not hold them).
+            fhir_requests += self._read_medications(request, inputs, caller, deadline, drafts_only=True)
             drafts_only = build_record(inputs, self.kb)
             if not focus_triggers(request.hook, drafts_only):
-                # No denosumab or follow-on order in focus: nothing to check, nothing to fetch.
-                return CallOutcome({"cards": []}, request, skipped=drafts_only.skipped)
+                # No denosumab or follow-on order in focus: nothing to check, nothing to fetch;
+                # an order that could not be identified is still said.
+                findings = run_rules(self.rules, request.hook, drafts_only, self.kb, as_of)
+                response = self._respond(findings, request, drafts_only, as_of, caller)
+                return CallOutcome(response, request, fhir_requests=fhir_requests, skipped=drafts_only.skipped)
         data = resolve_data(
             request,
             client=self.fhir_client,
             allowed_bases=caller.fhir_servers,
-            timeout_seconds=self.settings.fhir_timeout_seconds,
+            timeout_seconds=max(0.0, deadline - time.monotonic()),
         )
+        fhir_requests += data.fhir_requests
         inputs.resource_groups = data.resource_groups
-        inputs.unavailable = frozenset(data.unavailable)
+        inputs.gaps = list(data.gaps)
+        inputs.newest_first_keys = frozenset(data.newest_first_keys)
         inputs.skipped = draft_skips + data.skipped
+        fhir_requests += self._read_medications(request, inputs, caller, deadline, drafts_only=False)
         record = build_record(inputs, self.kb, drafts_from=drafts_only)
         findings = run_rules(self.rules, request.hook, record, self.kb, as_of)
+        response = self._respond(findings, request, record, as_of, caller)
+        return CallOutcome(
+            response,
+            request,
+            fhir_requests=fhir_requests,
+            skipped=record.skipped,
+            unavailable=tuple(sorted(record.unavailable)),
+        )
+
+    def _respond(self, findings, request: HookRequest, record: PatientRecord, as_of: datetime, caller: Caller) -> dict:
+        """The response to send: the findings as cards, less those the card gate hides (suppressed
+        after an override, silent pilot topics); every listener is told what was shown."""
         response = build_response(findings, self.kb, self.knowledge_version)
         if self.card_gate is not None:
             response = self.card_gate.apply(
@@ -119,10 +145,16 @@ class HookService:
             )
         for listener in self.listeners:
             listener(request, response, record, as_of)
-        return CallOutcome(
-            response,
-            request,
-            fhir_requests=data.fhir_requests,
-            skipped=record.skipped,
-            unavailable=tuple(sorted(record.unavailable)),
+        return response
+
+    def _read_medications(self, request: HookRequest, inputs: RecordInputs, caller: Caller, deadline: float, *, drafts_only: bool) -> int:
+        """Read from the FHIR server the Medications that the focused drafts (or the history)
+        name and the request does not hold; adds them to `inputs`. Returns the requests made."""
+        missing = missing_medications(inputs, self.kb, drafts_only=drafts_only)
+        found, problems, made = read_medications(
+            request, missing, client=self.fhir_client, allowed_bases=caller.fhir_servers,
+            timeout_seconds=max(0.0, deadline - time.monotonic()),
         )
+        inputs.referenced = inputs.referenced + found
+        inputs.skipped = inputs.skipped + problems
+        return made

@@ -48,6 +48,7 @@ def test_check_reads_a_day_as_its_midnight_utc(capsys):
 def test_check_lists_every_unusable_resource_also_those_no_rule_reads(tmp_path, capsys):
     request = json.loads(BASELINE.read_text())["request"]
     years_old = {"resourceType": "Observation", "id": "lab-2019-broken", "status": "final",
+                 "subject": {"reference": "Patient/pat-wm-0001"},
                  "code": {"coding": [{"system": "http://loinc.org", "code": "17861-6"}]},
                  "effectiveDateTime": "2019-02-01T08:00:00Z", "valueQuantity": {"value": "nine", "unit": "mg/dL"}}
     request["prefetch"]["labResults"]["entry"].append({"resource": years_old})
@@ -184,3 +185,21 @@ def test_a_store_url_of_another_database_from_the_environment(monkeypatch, capsy
     assert _one_line(capsys.readouterr().err) == (
         "configuration error: store.url: mysql is not supported; use sqlite:///path or postgresql://user@host/db"
     )
+
+
+def test_check_lists_each_bound_or_unitless_value_with_what_was_made_of_it(tmp_path, capsys):
+    request = json.loads(BASELINE.read_text())["request"]
+    for entry in request["prefetch"]["labResults"]["entry"]:
+        resource = entry["resource"]
+        code = resource["code"]["coding"][0]["code"]
+        if code == "98979-8":  # eGFR as the lab printed it
+            resource.pop("valueQuantity")
+            resource["valueString"] = ">60"
+        elif code == "17861-6":  # calcium without its unit
+            resource["valueQuantity"] = {"value": 9.4}
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert main(["check", str(path), "--as-of", "2026-11-25T15:00:00+00:00"]) == 0
+    err = capsys.readouterr().err
+    assert "value (calcium-total) Observation/lab-ca-1: 9.4 (unit not reported, read as mg/dL)" in err
+    assert "value (egfr) Observation/lab-egfr-1: >60 (unit not reported, read as mL/min/1.73m2) (a bound" in err

@@ -82,3 +82,57 @@ def test_a_failing_rule_is_logged_with_where_it_failed_but_not_its_message(clien
     assert line["exception"] == "ValueError"
     assert any("test_engine.py" in frame and "explode" in frame for frame in line["where"])
     assert "Halvorsen" not in json.dumps(line)
+
+
+def _with_procedures_unavailable(request):
+    request.pop("fhirServer", None)
+    request["prefetch"]["procedures"] = {"resourceType": "OperationOutcome",
+                                         "issue": [{"severity": "error", "code": "timeout"}]}
+    return request
+
+
+def test_a_finding_resting_on_an_absence_in_incomplete_data_becomes_its_check(client, monkeypatch):
+    """The policy is the engine's, for any rule: here a critical-capable topic's finding that
+    rests on "no procedure since …" while procedures did not arrive."""
+    from datetime import datetime, timezone
+
+    from cds_service.cards import Absence
+
+    app_service = client.application.extensions["denosumab_cds"]
+    rule = next(rule for rule in app_service.rules if rule.topic == "osteonecrosis-of-jaw")
+    since = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    monkeypatch.setattr(rule.module, "evaluate", lambda ctx: Finding(
+        "osteonecrosis-of-jaw", "warning", "No oral surgery review on file", "detail",
+        rests_on_absence=(Absence("procedures", "an oral surgery review since 2026-05-01", since),)))
+    response = client.post("/cds-services/order-sign", json=_with_procedures_unavailable(baseline_request()))
+    cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+    assert "osteonecrosis-of-jaw" not in cards
+    assert cards["data-unavailable"]["indicator"] == "warning"  # the topic can be critical
+    assert "an oral surgery review since 2026-05-01" in cards["data-unavailable"]["detail"]
+
+
+def test_a_finding_resting_on_what_was_found_is_issued_from_incomplete_data(client, monkeypatch):
+    app_service = client.application.extensions["denosumab_cds"]
+    rule = next(rule for rule in app_service.rules if rule.topic == "osteonecrosis-of-jaw")
+    monkeypatch.setattr(rule.module, "evaluate", lambda ctx: Finding(
+        "osteonecrosis-of-jaw", "critical", "ONJ diagnosed 2 months ago", "detail"))
+    response = client.post("/cds-services/order-sign", json=_with_procedures_unavailable(baseline_request()))
+    cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+    assert cards["osteonecrosis-of-jaw"]["indicator"] == "critical"
+    # and the missing procedures are said: hypocalcemia-risk, which can be critical, reads them
+    assert "High risk of severe hypocalcemia" in cards["data-unavailable"]["detail"]
+
+
+def test_a_comparison_a_rule_cannot_decide_is_listed_never_read_as_normal(client, monkeypatch):
+    app_service = client.application.extensions["denosumab_cds"]
+    rule = next(rule for rule in app_service.rules if rule.topic == "hypocalcemia-risk")
+
+    def undecided(ctx):
+        ctx.cannot_tell("hypocalcemia-risk", "eGFR below 30 (reported >20 mL/min/1.73m2 on 2026-11-10)")
+        return None
+
+    monkeypatch.setattr(rule.module, "evaluate", undecided)
+    response = client.post("/cds-services/order-sign", json=baseline_request())
+    cards = {c["source"]["topic"]["code"]: c for c in response.get_json()["cards"]}
+    assert cards["data-unavailable"]["indicator"] == "warning"  # hypocalcemia-risk can be critical
+    assert "eGFR below 30 (reported >20 mL/min/1.73m2 on 2026-11-10)" in cards["data-unavailable"]["detail"]

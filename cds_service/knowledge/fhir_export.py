@@ -230,10 +230,10 @@ def plan_definition(topic: Topic, kb: Knowledge, rule_functions: dict[str, str],
 def _rule_functions(kb: Knowledge) -> dict[str, str]:
     """Topic -> the Python function that decides it: a rule module's `evaluate`, or the engine's
     own for the data-unavailable topic."""
-    from cds_service.rules.engine import DATA_UNAVAILABLE_TOPIC, discover_rules, incomplete_checks_finding
+    from cds_service.rules.engine import DATA_UNAVAILABLE_TOPIC, data_unavailable_finding, discover_rules
 
     functions = {rule.topic: f"{rule.module.__name__}.evaluate" for rule in discover_rules(kb)}
-    functions[DATA_UNAVAILABLE_TOPIC] = f"{incomplete_checks_finding.__module__}.{incomplete_checks_finding.__name__}"
+    functions[DATA_UNAVAILABLE_TOPIC] = f"{data_unavailable_finding.__module__}.{data_unavailable_finding.__name__}"
     return functions
 
 

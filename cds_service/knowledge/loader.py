@@ -268,6 +268,7 @@ class Topic:
     override_reasons: tuple[OverrideReason, ...]
     sources: tuple[str, ...] = ()  # ids in sources.toml, primary sources first
     never_suppress_critical: bool = False  # a critical card of this topic is never hidden by an override's period
+    can_be_critical: bool = True  # seeds/topics.toml `can_be_critical`; unknown counts as "can"
 
     def override_reason(self, code: str | None) -> OverrideReason | None:
         return next((reason for reason in self.override_reasons if reason.code == code), None)
@@ -627,7 +628,7 @@ def _load_topics(
     tables = _tables(data, "topics", path)
     allowed = {
         "display", "triggers", "when", "indicators", "thresholds", "valuesets",
-        "citation", "source_url", "override_reasons", "sources", "never_suppress_critical",
+        "citation", "source_url", "override_reasons", "sources", "never_suppress_critical", "can_be_critical",
     }
     topics: dict[str, Topic] = {}
     for code, table in tables.items():
@@ -692,6 +693,7 @@ def _load_topics(
             override_reasons=tuple(reasons),
             never_suppress_critical=_flag(table, "never_suppress_critical", where),
             sources=cited,
+            can_be_critical=_can_be_critical(table, where),
         )
     return topics
 
@@ -772,6 +774,15 @@ def _load_sources(seeds: Path) -> dict[str, Source]:
             revision=_require_str(table, "revision", where, optional=True),
         )
     return sources
+
+
+
+
+def _can_be_critical(table: Mapping, where: str) -> bool:
+    value = table.get("can_be_critical", True)  # a topic that does not say counts as able: the safe side
+    if not isinstance(value, bool):
+        raise KnowledgeError(f"{where}: can_be_critical must be true or false")
+    return value
 
 
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:

@@ -158,9 +158,8 @@ def record_suppressed(topic: str) -> None:
 def fhir_query_outcome(result) -> str:
     """ok, error, timeout or truncated, for one `protocol.fhir_client.FetchResult`."""
     if result.error is None:
-        return "truncated" if result.truncated else "ok"
-    # The client's words for a query that ran out of time: its own deadline, or requests' Timeout types.
-    return "timeout" if "deadline" in result.error or "Timeout" in result.error else "error"
+        return "ok"
+    return {"page-limit": "truncated", "timed-out": "timeout"}.get(result.cause, "error")
 
 
 def record_fhir_queries(results: Iterable) -> None:

@@ -41,3 +41,33 @@ def next_link(bundle) -> str | None:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"]
     return None
+
+
+def bundle_entries(value) -> list[tuple[str | None, dict]]:
+    """(fullUrl, resource) of every entry of a Bundle (fullUrl None when absent), or of the items
+    of a list; nothing for anything else."""
+    if isinstance(value, list):
+        return [(None, item) for item in value if isinstance(item, dict)]
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle" or not isinstance(value.get("entry"), list):
+        return []
+    return [
+        (entry["fullUrl"] if isinstance(entry.get("fullUrl"), str) else None, entry["resource"])
+        for entry in value["entry"]
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+    ]
+
+
+def holds_fewer_than_its_total(bundle) -> bool:
+    """True when a searchset Bundle says it matched more entries (`total`) than it carries and
+    gives no next link to the rest: an EHR that capped its prefetch."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or next_link(bundle):
+        return False
+    total = bundle.get("total")
+    if not isinstance(total, int) or isinstance(total, bool):
+        return False
+    entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    matches = [
+        e for e in entries
+        if isinstance(e, dict) and not (isinstance(e.get("search"), dict) and e["search"].get("mode") in ("include", "outcome"))
+    ]
+    return total > len(matches)

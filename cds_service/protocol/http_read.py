@@ -37,6 +37,10 @@ class ResponseUnreadable(IOError):
     """The response cannot be used (too large, too slow, too deep, not JSON, wrong status)."""
 
 
+class DeadlinePassed(ResponseUnreadable):
+    """No (complete) answer before the deadline: the query timed out."""
+
+
 class ReadBudget:
     """Decompressed bytes that the responses of one call may hold together, counted while they
     are read (thread-safe). When the budget runs out, the largest response being read is the one
@@ -255,7 +259,7 @@ def read_json_response(
     not followed and any status but 200 is refused."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise ResponseUnreadable("no answer before the deadline")
+        raise DeadlinePassed("no answer before the deadline")
     watchdog = _Watchdog(deadline)
     _current.watchdog = watchdog
     share = budget.share(deadline) if budget is not None else None
@@ -275,15 +279,15 @@ def read_json_response(
             for data in inflated(chunks, response.headers.get("Content-Encoding"), max_bytes, share):
                 body += data
                 if time.monotonic() > deadline:
-                    raise ResponseUnreadable("no complete answer before the deadline")
+                    raise DeadlinePassed("no complete answer before the deadline")
         document = parse_json(body)
         kept = True
         return document
     except ResponseUnreadable:
         raise
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-        if watchdog.fired or time.monotonic() >= deadline:
-            raise ResponseUnreadable("no complete answer before the deadline") from None
+        if watchdog.fired or time.monotonic() >= deadline or isinstance(error, requests.Timeout):
+            raise DeadlinePassed("no complete answer before the deadline") from None
         raise ResponseUnreadable(f"connection failed ({type(error).__name__})") from None
     finally:
         _current.watchdog = None

@@ -105,7 +105,7 @@ def parse_hook_request(body, service: ServiceDefinition) -> HookRequest:
             not isinstance(raw_selections, list) or not all(isinstance(s, str) for s in raw_selections)
         ):
             raise bad_request("context.selections must be an array of references", expression="context.selections")
-        selections = tuple(raw_selections) if raw_selections else None
+        selections = tuple(raw_selections) if raw_selections is not None else None  # [] selects nothing
 
     fhir_server = _string(body, "fhirServer", "", required=False)
     if fhir_server is not None and urlsplit(fhir_server).scheme not in ("http", "https"):

@@ -11,17 +11,21 @@ skipped and reported; the rest of the call goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
-from cds_service.record.fhir_parse import InvalidResource, parse_resource
+from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, parse_resource
 from cds_service.record.model import (
     Coding,
+    Completeness,
     ConditionEntry,
+    Gap,
     LabResult,
     LazyHistory,
     MedicationEntry,
@@ -31,6 +35,7 @@ from cds_service.record.model import (
     SkippedResource,
     Timing,
     Unread,
+    UnreadableOrder,
 )
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
@@ -79,9 +84,17 @@ class RecordInputs:
     # history needs no pair per resource (the young garbage collections walk every one of them)
     resource_groups: list[tuple[str, list[object]]] = field(default_factory=list)
     draft_orders: list[object] = field(default_factory=list)
-    selections: tuple[str, ...] | None = None  # order-select: references of the selected drafts
-    unavailable: frozenset[str] = frozenset()
+    selections: tuple[str, ...] | None = None  # order-select: references of the selected drafts (None: all)
     skipped: list[SkippedResource] = field(default_factory=list)
+    # What did not arrive, per prefetch key (the protocol layer's view: cause and category); the
+    # builder works out from the resources of a key asked for newest first how far back they reach.
+    gaps: list[Gap] = field(default_factory=list)
+    newest_first_keys: frozenset[str] = frozenset()  # prefetch keys whose query asked `_sort` newest first
+    fhir_server: str | None = None  # for the patient match: <fhirServer>/Patient/<id>
+    # Resources found anywhere in the request (draftOrders and prefetch Bundles) or read from the
+    # FHIR server that entries refer to: Medications (by reference) and this patient's Patient
+    # (its fullUrl is a valid subject), each with the Bundle entry's fullUrl when it had one.
+    referenced: list[tuple[str | None, dict]] = field(default_factory=list)
 
 
 # --- raw JSON helpers (first pass: no validation, every access guarded) -----------------------
@@ -107,19 +120,15 @@ def _raw_names(codeable) -> tuple[str, ...]:
     return tuple(name for name in names if isinstance(name, str) and name.strip())
 
 
-def _subject_mismatch(raw: dict, patient_id: str | None) -> bool:
-    """True when the resource names a different patient than the hook's context."""
-    if not patient_id:
-        return False
-    for key in ("subject", "patient"):
+_SUBJECT_ELEMENTS = ("subject", "patient")  # R4 names it subject; a few resources (and DSTU2) patient
+
+
+def _subject_reference(raw: dict) -> str | None:
+    for key in _SUBJECT_ELEMENTS:
         ref = raw.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            reference = ref["reference"]
-            if reference == "Patient/" + patient_id:  # the usual form, quickly
-                return False
-            if "Patient/" in reference:
-                return reference.rsplit("Patient/", 1)[1].split("/")[0] != patient_id
-    return False
+        if isinstance(ref, dict):
+            return ref.get("reference") if isinstance(ref.get("reference"), str) else None
+    return None
 
 
 # --- model helpers (second pass: validated R4B models) -----------------------------------------
@@ -156,19 +165,46 @@ class _Builder:
         self.units = analyte_units()
         self.qualitative = qualitative_vocabulary()
         self.skipped: list[SkippedResource] = list(inputs.skipped)
-        self.medication_index: dict[str, dict] = {}  # "Medication/<id>" -> raw Medication
+        self.medication_index: dict[str, dict] = {}  # reference ("Medication/<id>", fullUrl) -> raw Medication
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
+        self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
+        self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
+        # The subject references that name this patient (card catalog, "Patient match").
+        patient_id = inputs.patient_id
+        self.patient_references = {f"Patient/{patient_id}"} if patient_id else set()
+        if patient_id and inputs.fhir_server:
+            self.patient_references.add(f"{inputs.fhir_server.rstrip('/')}/Patient/{patient_id}")
+        for full_url, raw in inputs.referenced:
+            self.index_referenced(full_url, raw)
+
+    def index_referenced(self, full_url: str | None, raw) -> None:
+        if not isinstance(raw, dict):
+            return
+        if raw.get("resourceType") == "Medication":
+            if isinstance(raw.get("id"), str):
+                self.medication_index.setdefault(f"Medication/{raw['id']}", raw)
+                if self.inputs.fhir_server:
+                    self.medication_index.setdefault(f"{self.inputs.fhir_server.rstrip('/')}/Medication/{raw['id']}", raw)
+            if isinstance(full_url, str):
+                self.medication_index.setdefault(full_url, raw)
+        elif raw.get("resourceType") == "Patient" and isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+            if self.inputs.patient_id and raw.get("id") == self.inputs.patient_id:
+                self.patient_references.add(full_url)
 
     def skip(self, where: str, description: str, reference: str | None = None) -> None:
         self.skipped.append(SkippedResource(where, description, reference))
 
     def of_another_patient(self, where: str, raw: dict) -> bool:
-        """True, and reported, when the resource names another patient than the hook's context.
-        Asked only of resources a rule could read (past the code filter): the rest is dropped anyway."""
-        if _subject_mismatch(raw, self.inputs.patient_id):
-            self.skip(where, f"{raw['resourceType']} skipped: it belongs to another patient")
-            return True
-        return False
+        """True, and reported, unless the resource's subject is exactly this patient: Patient/<id>,
+        <fhirServer>/Patient/<id> or the urn:uuid fullUrl of this patient's Patient in the request.
+        Anything else (another id or server, Group, lower case, display only, #contained, none)
+        is never used. Asked only of resources a rule could read (past the code filter)."""
+        reference = _subject_reference(raw)
+        if reference is not None and reference in self.patient_references:
+            return False
+        why = "it has no subject reference" if reference is None else "its subject is not this patient"
+        self.skip(where, f"{raw['resourceType']} skipped: {why}", _raw_reference(raw))
+        return True
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
         try:
@@ -191,7 +227,7 @@ class _Builder:
                     if isinstance(item, dict) and item.get("id") == ref[1:]:
                         medication = item
             elif isinstance(ref, str):
-                medication = self.medication_index.get(ref.split("/_history")[0].split("Medication/")[-1])
+                medication = self.medication_index.get(ref.split("/_history")[0])
             concept = medication.get("code") if isinstance(medication, dict) else None
             if concept is None and isinstance(reference, dict):
                 concept = {"text": reference.get("display")} if isinstance(reference.get("display"), str) else None
@@ -204,14 +240,102 @@ class _Builder:
             concepts = frozenset().union(*(self.kb.concepts_for_text(name) for name in _raw_names(concept)))
         return concept, concepts
 
-    def draft_order(self, raw: dict) -> MedicationEntry | None:
-        concept_raw, concepts = self.medication_concept(raw)
-        return self.medication(DRAFTS, raw, concept_raw, concepts, draft=True)
+    def missing_medication(self, raw: dict) -> str | None:
+        """The reference of a Medication that `raw` names and nobody has (not contained, not in
+        the request, not read from the FHIR server); None when there is none missing."""
+        reference = raw.get("medicationReference") if raw.get("medicationCodeableConcept") is None else None
+        ref = reference.get("reference") if isinstance(reference, dict) else None
+        if not isinstance(ref, str) or ref.startswith("#") or ref.split("/_history")[0] in self.medication_index:
+            return None
+        return ref.split("/_history")[0]
+
+    def draft_orders(self, raws: list) -> tuple[list[MedicationEntry], list[UnreadableOrder]]:
+        """The draft orders, and those that are or may be denosumab / follow-on orders but could
+        not be fully read (never dropped in silence: named on the data-unavailable card)."""
+        drafts: list[MedicationEntry] = []
+        unreadable: list[UnreadableOrder] = []
+        for raw in raws:
+            if not isinstance(raw, dict) or raw.get("resourceType") in ("Medication", "Patient"):
+                continue  # a Medication a draft refers to (indexed), or the patient
+            kind = raw.get("resourceType")
+            reference = _raw_reference(raw)
+            if kind != "MedicationRequest":
+                if not isinstance(kind, str) or not is_r4_resource_type(kind):
+                    why = f"{kind if isinstance(kind, str) else 'an order'} is not a FHIR R4 resource type (e.g. a DSTU2 order)"
+                    self.skip(DRAFTS, f"{why}: not read")
+                    concepts = self.recognisable_concepts(raw)
+                    if concepts:
+                        unreadable.append(UnreadableOrder(reference, concepts, why))
+                continue  # another kind of order (a lab, a referral): no rule reads it
+            concept_raw, concepts = self.medication_concept(raw)
+            missing = self.missing_medication(raw)
+            if missing is not None and not concepts:
+                self.skip(DRAFTS, "MedicationRequest: its Medication could not be found", reference)
+                unreadable.append(UnreadableOrder(
+                    reference, frozenset(), f"its medication ({_shown_reference(missing)}) could not be found", medication_reference=missing
+                ))
+                continue
+            if self.of_another_patient(DRAFTS, raw):
+                seen = concepts or self.recognisable_concepts(raw)
+                if seen:
+                    unreadable.append(UnreadableOrder(reference, seen, "its subject is not this patient"))
+                continue
+            try:
+                model = parse_resource(_read_elements(raw), draft=True)
+            except InvalidResource as exc:
+                why = exc.problem.reason
+                if why.startswith("id:") and (entry := self.draft_without_its_id(raw, concept_raw, concepts)):
+                    # Only the id breaks the FHIR id pattern (the specification's own example has a
+                    # non-ASCII hyphen): everything else is read; the id is kept as sent.
+                    self.skip(DRAFTS, "MedicationRequest: its id is not a valid FHIR id; read without it", reference)
+                    drafts.append(entry)
+                    continue
+                self.skip(DRAFTS, exc.problem.describe(), exc.problem.reference)
+                if concepts:  # the medication is known: check the order by it, whatever else is wrong
+                    drafts.append(self.lenient_draft(raw, concept_raw, concepts))
+                    unreadable.append(UnreadableOrder(reference, concepts, why, evaluated=True))
+                elif seen := self.recognisable_concepts(raw):
+                    unreadable.append(UnreadableOrder(reference, seen, why))
+                continue
+            entry = self.medication(DRAFTS, raw, concept_raw, concepts, draft=True, model=model)
+            if entry is not None:
+                drafts.append(entry)
+        return drafts, unreadable
+
+    def draft_without_its_id(self, raw: dict, concept_raw, concepts: frozenset[str]) -> MedicationEntry | None:
+        try:
+            model = parse_resource(_read_elements({k: v for k, v in raw.items() if k != "id"}), draft=True)
+        except InvalidResource:
+            return None
+        entry = self.medication(DRAFTS, raw, concept_raw, concepts, draft=True, model=model)
+        return dataclasses.replace(entry, id=raw["id"] if isinstance(raw.get("id"), str) else None)
+
+    def recognisable_concepts(self, raw: dict) -> frozenset[str]:
+        """Value sets that any code or text anywhere in a raw resource names (for resources that
+        cannot be read as they should: is this recognisably a denosumab order?)."""
+        codings, texts = _codes_and_texts(raw)
+        concepts = self.kb.concepts_for_codings(tuple(codings))
+        for text in texts:
+            concepts |= self.kb.concepts_for_text(text)
+        return concepts
+
+    def lenient_draft(self, raw: dict, concept_raw, concepts: frozenset[str]) -> MedicationEntry:
+        """A draft that failed validation, as far as its raw JSON can be trusted: its medication,
+        id and status (no dose or timing: those are what failed, or may have)."""
+        def text(name):
+            return raw[name] if isinstance(raw.get(name), str) else None
+
+        name = _raw_name(concept_raw, "(unnamed medication)")
+        return MedicationEntry(
+            source="MedicationRequest", id=text("id"), concepts=concepts, name=name,
+            name_concepts=self.kb.concepts_for_text(name), status=text("status"), intent=text("intent") or "order",
+            is_draft_order=True, codings=tuple(Coding(s, c) for s, c in _raw_codings(concept_raw)),
+        )
 
     def medication(
-        self, where: str, raw: dict, concept_raw, concepts: frozenset[str], *, draft: bool = False
+        self, where: str, raw: dict, concept_raw, concepts: frozenset[str], *, draft: bool = False, model=None
     ) -> MedicationEntry | None:
-        model = self.parse(where, raw, draft=draft)
+        model = model or self.parse(where, raw, draft=draft)
         if model is None:
             return None
         source = model.get_resource_type()
@@ -282,15 +406,23 @@ class _Builder:
             return None
         effective = _when(model)
         units = self.units.get(analyte)
-        value, unit, comparator, original_text = None, None, None, None
+        value, unit, comparator, original_text, assumed, unusable = None, None, None, None, None, None
         quantity = model.valueQuantity
+        number, unit_code, unit_text = None, None, None
         if quantity is not None and quantity.value is not None:
             number = _number(quantity.value)
-            original_text = f"{quantity.value} {quantity.unit or quantity.code or ''}".strip()
-            comparator = quantity.comparator
-            if number is not None and units is not None:
-                value = units.to_canonical(number, quantity.code, quantity.unit)
-                unit = units.canonical if value is not None else None
+            original_text = f"{quantity.comparator or ''}{quantity.value} {quantity.unit or quantity.code or ''}".strip()
+            comparator, unit_code, unit_text = quantity.comparator, quantity.code, quantity.unit
+        elif model.valueString is not None and units is not None and (bound := _NUMBER_IN_STRING.match(model.valueString)):
+            # "<15", ">60", "7.2 mg/dL": a number (or a bound) written as text
+            comparator = _COMPARATORS.get(bound.group(1) or "")
+            number, unit_text = _number(bound.group(2)), (bound.group(3) or "").strip() or None
+            original_text = model.valueString.strip()[:80]
+        if number is not None and units is not None:
+            value, assumed, unusable = units.read(number, unit_code, unit_text)
+            unit = units.canonical if value is not None else None
+            if assumed is not None:  # every card showing the value as reported says how it was read
+                original_text = f"{original_text} (unit not reported, read as {assumed})"
         low = high = None
         if units is not None and model.referenceRange:
             ref = model.referenceRange[0]
@@ -313,7 +445,9 @@ class _Builder:
             for concept in model.interpretation or ():
                 for coding in concept.coding or ():
                     qualitative = qualitative or self.qualitative.read_coding(coding.system, coding.code)
-        return LabResult(
+        if units is not None and value is None and unusable is None and qualitative is None and original_text:
+            unusable = "the result is not a number this service can read"
+        lab = LabResult(
             id=model.id,
             analyte=analyte,
             concepts=concepts,
@@ -328,7 +462,12 @@ class _Builder:
             interpretation=interpretation,
             qualitative=qualitative,
             codings=_codings(model.code),
+            unit_assumed=assumed,
+            unusable=unusable,
         )
+        if unusable is not None or assumed is not None or comparator is not None:
+            self.noted_labs.append(lab)
+        return lab
 
     # conditions and procedures -----------------------------------------------------------------
     def condition(self, where: str, raw: dict, concepts: frozenset[str]) -> ConditionEntry | None:
@@ -387,6 +526,21 @@ class _Builder:
                     entries.append(entry)
         return entries
 
+    def reach_of(self, key: str, resources: list) -> datetime | None:
+        """How far back the resources of a query asked newest first reach: the date of the oldest,
+        when every one has a date and they came in newest-first order; else None (not known)."""
+        if key not in self.inputs.newest_first_keys:
+            return None
+        previous = None
+        for raw in resources:
+            if not isinstance(raw, dict) or raw.get("resourceType") in _NOT_SORTED_TYPES:
+                continue  # included Medications, a server's OperationOutcome
+            moment = to_datetime(_sort_date_value(raw))
+            if moment is None or (previous is not None and moment > previous):
+                return None
+            previous = moment
+        return previous
+
     def patient(self, raw: dict | None) -> Patient:
         if raw is None:
             return Patient(self.inputs.patient_id, None, None)
@@ -434,6 +588,67 @@ def _date_value(resource):
 def _when(resource) -> datetime | None:
     """The date a lab result, medication record or procedure is ordered and judged by."""
     return to_datetime(_date_value(resource))
+
+
+# The element each query's `_sort` sorts by, where it differs from the date the record uses.
+_SORT_DATE_PATHS = {"Condition": (("recordedDate",),), "MedicationStatement": (("effectiveDateTime",), ("effectivePeriod", "start"))}
+_NOT_SORTED_TYPES = frozenset({"Medication", "OperationOutcome", "Patient"})
+_NUMBER_IN_STRING = re.compile(r"^\s*(<=|>=|<|>|\u2264|\u2265)?\s*(\d+(?:\.\d+)?)\s*([^\d\s.,\-].*)?$")
+_COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "\u2264": "<=", "\u2265": ">=", "": None}
+_SCAN_LIMIT = 2000  # values looked at when recognising a resource that cannot be read
+
+
+def _sort_date_value(raw: dict):
+    for steps in _SORT_DATE_PATHS.get(raw.get("resourceType"), ()):
+        value = raw
+        for name in steps:
+            value = value.get(name) if isinstance(value, dict) else None
+        if value:
+            return value
+    if raw.get("resourceType") in _SORT_DATE_PATHS:
+        return None
+    return _date_value(raw)
+
+
+def _codes_and_texts(raw) -> tuple[list[tuple[str, str]], list[str]]:
+    """Every (system, code) pair and every text or display anywhere in raw JSON (bounded walk)."""
+    codings, texts, stack, seen = [], [], [raw], 0
+    while stack and seen < _SCAN_LIMIT:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            if isinstance(node.get("system"), str) and isinstance(node.get("code"), str):
+                codings.append((node["system"], node["code"]))
+            for key, value in node.items():
+                if isinstance(value, str) and (key in ("text", "display") or key.startswith("medication")):
+                    texts.append(value[:200])
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return codings, texts
+
+
+MAX_HISTORY_MEDICATION_READS = 20  # Medication reads per call for history entries without a name
+_READ_TYPES = frozenset(MEDICATION_TYPES + ("Observation", "Condition", "Procedure", "Patient", "Medication"))
+
+
+def category_of_unread(resource_type: str) -> str:
+    """The record category an unread (non-R4) resource most likely belongs to, by its name."""
+    if resource_type.startswith("Medication"):
+        return "medications"
+    return {"DiagnosticOrder": "labs", "DiagnosticReport": "labs"}.get(resource_type, "conditions" if "Condition" in resource_type else "procedures")
+
+
+def _shown_reference(reference: str) -> str:
+    """A reference as a card may show it: "Medication/<id>" (never a long or odd URL)."""
+    tail = "/".join(reference.split("/")[-2:])
+    return tail[:80] if tail.startswith("Medication/") else "a referenced Medication"
+
+
+def _raw_reference(raw: dict) -> str | None:
+    kind, ident = raw.get("resourceType"), raw.get("id")
+    return f"{kind}/{ident}" if isinstance(kind, str) and isinstance(ident, str) else None
 
 
 def _read_elements(raw: dict) -> dict:
@@ -563,12 +778,45 @@ def _given(entry):
     return entry
 
 
-def _selected(drafts: list[MedicationEntry], selections: tuple[str, ...] | None) -> tuple[MedicationEntry, ...]:
-    if not selections:
+def _selected(drafts, selections: tuple[str, ...] | None, reference_of=lambda d: d.reference) -> tuple:
+    """The drafts the hook asks about: all of them, or on order-select those selected (an empty
+    selection selects nothing)."""
+    if selections is None:
         return tuple(drafts)  # order-sign / medication-prescribe, or an order-select without selections
     # Selections are relative references ("MedicationRequest/123"); some clients send full URLs.
     wanted = {"/".join(selection.rstrip("/").split("/")[-2:]) for selection in selections}
-    return tuple(d for d in drafts if d.reference in wanted)
+    return tuple(d for d in drafts if reference_of(d) in wanted)
+
+
+def missing_medications(inputs: RecordInputs, kb: Knowledge, *, drafts_only: bool) -> tuple[str, ...]:
+    """References of Medications that the focused draft orders (`drafts_only`) or the history
+    entries name and that neither the request nor `inputs.referenced` holds: what to read from
+    the FHIR server before the record can say what these orders are. A history entry whose
+    reference carries a display (as Epic sends every one) is read by that name instead: a
+    request per medication of a long history would cost the call's deadline; at most
+    MAX_HISTORY_MEDICATION_READS are asked for, the rest stays unknown (a gap)."""
+    builder = _Builder(inputs, kb)
+    if drafts_only:
+        raws = [r for r in inputs.draft_orders if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
+        raws = _selected(raws, inputs.selections, _raw_reference)
+    else:
+        raws = []
+        for _, group in inputs.resource_groups:
+            for raw in group:
+                if not isinstance(raw, dict):
+                    continue
+                if raw.get("resourceType") == "Medication":
+                    builder.index_referenced(None, raw)
+                elif "medicationReference" in raw and raw.get("resourceType") in MEDICATION_TYPES and not _reference_display(raw):
+                    raws.append(raw)
+    missing = tuple(dict.fromkeys(ref for raw in raws if (ref := builder.missing_medication(raw)) is not None))
+    return missing if drafts_only else missing[:MAX_HISTORY_MEDICATION_READS]
+
+
+def _reference_display(raw: dict) -> str | None:
+    reference = raw.get("medicationReference")
+    display = reference.get("display") if isinstance(reference, dict) else None
+    return display if isinstance(display, str) and display.strip() else None
 
 
 def _names_a_medication_resource(draft) -> bool:
@@ -587,6 +835,8 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     patient_raw = None
     by_type: dict[str, list[tuple[str, dict]]] = {}
     labs = []
+    medications_in_groups = False
+    unreadable_history: set[str] = set()  # categories holding a recognisable resource not read
     for where, group in inputs.resource_groups:
         for raw in group:
             resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
@@ -599,31 +849,45 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
             if not isinstance(resource_type, str):
                 builder.skip(where, "an entry is not a FHIR resource")
                 continue
-            if resource_type == "Medication" and isinstance(raw.get("id"), str):
-                builder.medication_index[raw["id"]] = raw
+            if resource_type == "Medication":
+                builder.index_referenced(None, raw)
+                medications_in_groups = True
                 continue
             if resource_type == "Patient":
-                if patient_raw is None and (not inputs.patient_id or raw.get("id") in (None, inputs.patient_id)):
+                if patient_raw is None and inputs.patient_id and raw.get("id") == inputs.patient_id:
                     patient_raw = raw
+                elif raw.get("id") != inputs.patient_id:
+                    builder.skip(where, "Patient skipped: not the patient of this hook call")
+                continue
+            if resource_type not in _READ_TYPES and not is_r4_resource_type(resource_type):
+                builder.skip(where, f"{resource_type[:40]} is not a FHIR R4 resource type (e.g. DSTU2): not read", _raw_reference(raw))
+                if builder.recognisable_concepts(raw):  # e.g. a DSTU2 MedicationOrder for Prolia: history unread
+                    unreadable_history.add(category_of_unread(resource_type))
                 continue
             by_type.setdefault(resource_type, []).append((where, raw))
 
-    if drafts_from is not None and not (builder.medication_index and any(map(_names_a_medication_resource, inputs.draft_orders))):
+    reuse = drafts_from is not None and not (
+        medications_in_groups and any(map(_names_a_medication_resource, inputs.draft_orders))
+    )
+    if reuse:
         drafts = list(drafts_from.draft_orders)
+        unreadable = list(drafts_from.unreadable_orders)
         builder.skipped = [s for s in builder.skipped if s.where != DRAFTS] + list(drafts_from.skipped)
     else:
-        drafts = [
-            entry for raw in inputs.draft_orders
-            if isinstance(raw, dict) and raw.get("resourceType") == "MedicationRequest"
-            and (entry := builder.draft_order(raw)) is not None
-        ]
+        drafts, unreadable = builder.draft_orders(inputs.draft_orders)
     draft_refs = {d.reference for d in drafts if d.reference}
     medications = []
+    unknown_medications = 0
     for resource_type in MEDICATION_TYPES:
         for where, raw in by_type.get(resource_type, ()):
             if isinstance(raw.get("id"), str) and f"{resource_type}/{raw['id']}" in draft_refs:
                 continue  # a re-signed order can also sit in the history prefetch: keep one copy, the draft
             concept_raw, concepts = builder.medication_concept(raw)
+            if not concepts and builder.missing_medication(raw) is not None and not _reference_display(raw):
+                if not builder.of_another_patient(where, raw):
+                    unknown_medications += 1
+                    builder.skip(where, f"{resource_type} skipped: its Medication could not be found")
+                continue
             if not concepts or builder.of_another_patient(where, raw):
                 continue  # no rule reads medications outside the value sets
             build = partial(builder.medication, where, raw, concept_raw, concepts)
@@ -631,15 +895,27 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     procedures = builder.coded_entries(by_type.get("Procedure", ()), builder.procedure, lambda entry: entry.performed)
     conditions = builder.coded_entries(by_type.get("Condition", ()), builder.condition)
 
+    groups = dict(inputs.resource_groups)
+    gaps = [
+        Gap(g.category, g.cause, g.where, reaches_back_to=builder.reach_of(g.where, groups.get(g.where, [])))
+        if g.reaches_back_to is None else g
+        for g in inputs.gaps
+    ]
+    if unknown_medications:
+        gaps.append(Gap("medications", "medication-unknown", f"{unknown_medications} medication record(s)"))
+    gaps.extend(Gap(category, "not-r4", "resources not read") for category in sorted(unreadable_history))
+    focus = _selected(drafts, inputs.selections)
     return PatientRecord(
         patient=builder.patient(patient_raw),
         draft_orders=tuple(drafts),
-        focus_orders=_selected(drafts, inputs.selections),
+        focus_orders=focus,
         encounter_id=inputs.encounter_id,
-        unavailable=inputs.unavailable,
+        completeness=Completeness(tuple(gaps)),
+        unreadable_orders=_selected(unreadable, inputs.selections),
         _labs=LazyHistory(e for e in labs if e is not None),
         _medications=LazyHistory(e for e in medications if e is not None),
         _procedures=LazyHistory(procedures),
         _conditions=LazyHistory(conditions),
         _skipped=builder.skipped,  # shared: entries found unusable when first read are added
+        _noted_labs=builder.noted_labs,
     )

@@ -56,6 +56,15 @@ def warm_models() -> None:
         get_fhir_model_class(resource_type)
 
 
+def is_r4_resource_type(resource_type: str) -> bool:
+    """True for a resource type FHIR R4 (R4B models) has; False e.g. for DSTU2's MedicationOrder."""
+    try:
+        get_fhir_model_class(resource_type)
+    except (ValueError, KeyError):
+        return False
+    return True
+
+
 def _container(data, loc):
     """The dict/list holding the element at `loc`, and the last key; None if the path is gone."""
     if not loc:

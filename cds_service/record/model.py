@@ -17,9 +17,26 @@ MedicationSource = Literal[
     "MedicationRequest", "MedicationAdministration", "MedicationDispense", "MedicationStatement"
 ]
 
-# Data categories the record is made of; a category whose data could not be obtained is listed
-# in `PatientRecord.unavailable`, so rules never read "not retrieved" as "nothing there".
+# Data categories the record is made of; a category whose data did not all arrive has gaps in
+# `PatientRecord.completeness` (and is listed in `PatientRecord.unavailable`), so that nothing
+# concludes "nothing there" from "not retrieved".
 DATA_CATEGORIES = ("patient", "medications", "labs", "conditions", "procedures")
+
+# Why part of a category is missing, in the words of the data-unavailable card.
+GAP_CAUSES = {
+    "timed-out": "the FHIR server did not answer in time",
+    "server-error": "the FHIR server answered with an error",
+    "operation-outcome": "the EHR sent an OperationOutcome instead of the data",
+    "page-limit": "cut at the page limit (only the first pages were read)",
+    "cut-by-ehr": "the EHR sent fewer entries than its Bundle's total, with no link to the rest",
+    "no-server": "the EHR's data has more pages, and there is no FHIR server to ask for them",
+    "server-not-allowed": "the FHIR server holding the rest is not one this service may read",
+    "link-not-followed": "the link to the next page leaves the EHR's FHIR server",
+    "medication-unknown": "a referenced Medication could not be found",
+    "value-unusable": "a value could not be used",
+    "not-r4": "some records are of a resource type this service does not read (not FHIR R4)",
+    "not-requested": "this service does not ask for this data on this hook",
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +112,72 @@ class MedicationEntry:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Part of one data category that did not arrive, and why (`cause`: a key of GAP_CAUSES).
+
+    `reaches_back_to`: when the entries that did arrive were asked for and received newest first,
+    the date of the oldest of them: everything after it arrived. None when that is not known."""
+
+    category: str
+    cause: str
+    where: str = ""  # the prefetch key, or the analyte of an unusable value
+    reaches_back_to: datetime | None = None
+    value_date: datetime | None = None  # cause value-unusable: the date of the unusable value
+
+    @property
+    def cause_text(self) -> str:
+        return GAP_CAUSES.get(self.cause, self.cause)
+
+    def leaves_open(self, since: datetime | None) -> bool:
+        """True when this gap may hide an entry dated at or after `since` (None: at any time)."""
+        if self.cause == "value-unusable":
+            return since is None or self.value_date is None or self.value_date >= since
+        return since is None or self.reaches_back_to is None or not self.reaches_back_to < since
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Which data categories arrived whole: the gaps of each, with their causes."""
+
+    gaps: tuple[Gap, ...] = ()
+
+    def gaps_of(self, category: str) -> tuple[Gap, ...]:
+        return tuple(g for g in self.gaps if g.category == category)
+
+    def is_complete(self, category: str) -> bool:
+        return not any(g.category == category and g.cause != "not-requested" for g in self.gaps)
+
+    @property
+    def incomplete_categories(self) -> frozenset[str]:
+        return frozenset(g.category for g in self.gaps if g.cause != "not-requested")
+
+
+@dataclass(frozen=True)
+class UnreadableOrder:
+    """A draft order that is, or may be, a denosumab or follow-on order and could not be fully
+    read: `concepts` are what its codes or text showed (empty when its medication is unknown)."""
+
+    reference: str | None
+    concepts: frozenset[str]
+    problem: str  # plain words, for the data-unavailable card (no patient data)
+    evaluated: bool = False  # its medication could be read, so the rules checked it anyway
+    medication_reference: str | None = None  # the Medication it names that could not be found
+
+
+_WITHDRAWN_RESULT_STATUSES = frozenset({"entered-in-error", "cancelled"})
+_BELOW_SETTLED_BY = {"<": lambda bound, limit: bound <= limit, "<=": lambda bound, limit: bound < limit}
+_ABOVE_SETTLED_BY = {">": lambda bound, limit: bound >= limit, ">=": lambda bound, limit: bound > limit}
+
+
+@dataclass(frozen=True)
 class LabResult:
-    """One Observation, its value converted to the analyte's canonical unit."""
+    """One Observation, its value converted to the analyte's canonical unit.
+
+    A value with a comparator (`<15`) is a bound: compare it with `is_below` / `is_above` /
+    `is_at_least` / `is_at_most`, which answer True or False when the bound settles the question
+    and None when it does not (and None for a result without a usable value). `value` stays the
+    number as reported (converted), for display and for rules written before these methods.
+    """
 
     id: str | None
     analyte: str  # value set name, e.g. "calcium-total"
@@ -112,6 +193,45 @@ class LabResult:
     interpretation: frozenset[str] = frozenset()  # interpretation codes (e.g. "L", "H", "POS", "NEG")
     qualitative: str | None = None  # "positive" | "negative" for presence tests
     codings: tuple[Coding, ...] = ()
+    unit_assumed: str | None = None  # the unit the value was read in when the lab reported none
+    unusable: str | None = None  # why a reported value cannot be used (value is then None)
+
+    def is_below(self, limit: float) -> bool | None:
+        if self.value is None:
+            return None
+        if self.comparator in _BELOW_SETTLED_BY:
+            return True if _BELOW_SETTLED_BY[self.comparator](self.value, limit) else None
+        if self.comparator in _ABOVE_SETTLED_BY:
+            return False if self.value >= limit else None
+        return self.value < limit
+
+    def is_at_least(self, limit: float) -> bool | None:
+        below = self.is_below(limit)
+        return None if below is None else not below
+
+    def is_above(self, limit: float) -> bool | None:
+        if self.value is None:
+            return None
+        if self.comparator in _ABOVE_SETTLED_BY:
+            return True if _ABOVE_SETTLED_BY[self.comparator](self.value, limit) else None
+        if self.comparator in _BELOW_SETTLED_BY:
+            return False if self.value <= limit else None
+        return self.value > limit
+
+    def is_at_most(self, limit: float) -> bool | None:
+        above = self.is_above(limit)
+        return None if above is None else not above
+
+    @property
+    def reading(self) -> str:
+        """What was made of the reported value, for cards and `check`: "7.2 (unit not reported,
+        read as mg/dL)", "<15 (a bound: …)", "4.0: not used — no unit reported, and …"."""
+        shown = self.original_text or "no value"
+        if self.unusable:
+            return f"{shown}: not used — {self.unusable}"
+        if self.comparator:
+            return f"{shown} (a bound: the exact value is not reported)"
+        return shown
 
 
 @dataclass(frozen=True)
@@ -233,7 +353,10 @@ class PatientRecord:
     draft_orders: tuple[MedicationEntry, ...] = ()  # every draft order of the hook call
     focus_orders: tuple[MedicationEntry, ...] = ()  # the drafts the hook asks about (selections)
     encounter_id: str | None = None
-    unavailable: frozenset[str] = frozenset()  # DATA_CATEGORIES that could not be obtained
+    completeness: Completeness = Completeness()  # the gaps of each data category, with causes
+    # Draft orders that are or may be denosumab / follow-on orders and could not be fully read,
+    # or whose medication is unknown (never read as "another drug").
+    unreadable_orders: tuple[UnreadableOrder, ...] = ()
     # Lab results, medication history (draft orders excluded), procedures and conditions are read
     # lazily: ask for them with the methods below (newest first where dated) and stop once you
     # have what you need.
@@ -243,6 +366,8 @@ class PatientRecord:
     _conditions: LazyHistory = field(default_factory=lambda: LazyHistory(()), compare=False, repr=False)
     # Grows while the histories are read: an entry found unusable is reported when first read.
     _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
+    # Grows while labs are read: results whose value is a bound, has no unit, or cannot be used.
+    _noted_labs: list[LabResult] = field(default_factory=list, compare=False, repr=False)
 
     def labs_for(self, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
         """Results of one analyte (a value set name), newest first; with `since`, only those
@@ -307,3 +432,34 @@ class PatientRecord:
     def skipped(self) -> tuple[SkippedResource, ...]:
         """Resources that could not be used, among those read so far."""
         return tuple(self._skipped)
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        """The DATA_CATEGORIES that did not all arrive (see `completeness` for why)."""
+        return self.completeness.incomplete_categories
+
+    def unusable_labs(self) -> tuple[LabResult, ...]:
+        """Lab results read so far whose value could not be used (listed on data-unavailable);
+        not those withdrawn (entered-in-error, cancelled), which are no result at all."""
+        return tuple(lab for lab in self._noted_labs if lab.unusable and lab.status not in _WITHDRAWN_RESULT_STATUSES)
+
+    def value_readings(self) -> tuple[LabResult, ...]:
+        """Lab results read so far whose value needed reading: a bound, no unit, or unusable;
+        `LabResult.reading` says what was made of each (for `denosumab-cds check`)."""
+        return tuple(self._noted_labs)
+
+    def open_gaps(self, category: str, since: datetime | None) -> tuple[Gap, ...]:
+        """The gaps that may hide an entry of `category` dated at or after `since` (None: at any
+        time): those of what did not arrive, and for labs each unusable value inside the window."""
+        gaps = self.completeness.gaps_of(category)
+        if category == "labs":
+            gaps += tuple(
+                Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective) for lab in self.unusable_labs()
+            )
+        return tuple(g for g in gaps if g.leaves_open(since))
+
+    def settles_absence(self, category: str, since: datetime | None) -> bool:
+        """True when a rule may conclude that nothing of `category` dated at or after `since`
+        exists: no gap leaves that window open (entries received newest first that reach back
+        past `since` settle it)."""
+        return not self.open_gaps(category, since)

@@ -4,7 +4,7 @@ presence test reads as positive or negative (`seeds/qualitative-results.toml`)."
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +21,30 @@ class AnalyteUnits:
     canonical: str
     factors: dict[str, float]  # normalized unit key -> factor to the canonical unit
     plausible_max: float  # canonical unit; beyond it (or below zero) a value is a data error
+    # unit as printed -> (low, high): values a living patient's result can have in that unit, for
+    # reading a result reported without a unit (seeds/units.toml `plausible`)
+    plausible: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def read(self, value: float, unit_code: str | None, unit_text: str | None) -> tuple[float | None, str | None, str | None]:
+        """(value in the canonical unit, the unit assumed when none was reported, why unusable).
+
+        Without a unit the value is read in the one unit whose plausible range holds it; in
+        several or none it is unusable (card catalog, "Reading values")."""
+        if unit_code or unit_text:
+            converted = self.to_canonical(value, unit_code, unit_text)
+            if converted is not None:
+                return converted, None, None
+            if any(self.factors.get(_unit_key(u)) is not None for u in (unit_code, unit_text) if u):
+                return None, None, "the value is outside what a result can be"
+            return None, None, f"the unit {(unit_code or unit_text)!r} is not one this service can convert"
+        fitting = [unit for unit, (low, high) in self.plausible.items() if low <= value <= high]
+        if len(fitting) == 1:
+            converted = self.to_canonical(value, fitting[0], None)
+            if converted is not None:
+                return converted, fitting[0], None
+        if len(fitting) > 1:
+            return None, None, "no unit reported, and the value is plausible in " + " and in ".join(fitting)
+        return None, None, "no unit reported, and the value is not plausible in any unit of this analyte"
 
     def to_canonical(self, value: float, unit_code: str | None, unit_text: str | None) -> float | None:
         """`value` in the canonical unit; None when the unit is unknown or the value impossible."""
@@ -68,6 +92,7 @@ def analyte_units(directory: Path | None = None) -> dict[str, AnalyteUnits]:
             canonical=table["canonical"],
             plausible_max=float(table["plausible_max"]),
             factors={_unit_key(unit): float(factor) for unit, factor in table["units"].items()},
+            plausible={unit: (float(low), float(high)) for unit, (low, high) in table.get("plausible", {}).items()},
         )
         for name, table in data["analytes"].items()
     }

@@ -74,11 +74,12 @@ def fmt_result(lab: LabResult) -> str:
     """The result as reported, with the value compared in parentheses when the rule compares it in
     another unit, and its date: '42 nmol/L (16.8 ng/mL) on 2026-09-26'."""
     shown = fmt_reported(lab)
-    if lab.original_text and lab.value is not None and (
+    # A value reported without a unit already says which unit it was read in.
+    if lab.original_text and lab.value is not None and lab.unit_assumed is None and (
         _reported_number(lab.original_text) != round(lab.value, 6)
         or _unit_spelling(lab.original_text.partition(" ")[2]) != _unit_spelling(lab.unit or "")
     ):
-        shown += f" ({fmt_converted(lab.value)} {lab.unit})"
+        shown += f" ({lab.comparator or ''}{fmt_converted(lab.value)} {lab.unit})"
     return f"{shown} on {fmt_date(lab.effective)}"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cds_service.knowledge import Knowledge
@@ -16,6 +16,13 @@ class RuleContext:
     kb: Knowledge
     trigger: str  # "denosumab-order" | "follow-on-order" | "patient-view"
     orders: tuple[MedicationEntry, ...] = ()  # the draft orders that set off the trigger
+    # (topic, check) of comparisons a rule could not decide (a bound that does not settle it):
+    # listed on the data-unavailable card, never read as normal. Filled through `cannot_tell`.
+    undecided: list[tuple[str, str]] = field(default_factory=list, compare=False, repr=False)
+
+    def cannot_tell(self, topic: str, check: str) -> None:
+        """Say that `check` ("eGFR below 30: reported >20") could not be decided from the data."""
+        self.undecided.append((topic, check))
 
     def threshold(self, name: str) -> float:
         return self.kb.threshold(name)

@@ -52,7 +52,9 @@ def fixed_rules(findings=FIXED_FINDINGS) -> tuple[Rule, ...]:
 
 def order_sign_request(patient_id: str = "pat-wm-0001", fhir_server: str | None = "https://ehr.example.org/fhir/r4") -> dict:
     """The baseline Prolia order-sign request (denosumab in focus), a new hookInstance each time."""
-    request = json.loads(BASELINE.read_text(encoding="utf-8"))["request"]
+    # Every resource of the request names its patient (a subject of another patient is never used).
+    text = BASELINE.read_text(encoding="utf-8").replace('"Patient/pat-wm-0001"', f'"Patient/{patient_id}"')
+    request = json.loads(text)["request"]
     request["hookInstance"] = str(uuid.uuid4())
     request["context"]["patientId"] = patient_id
     if fhir_server is None:

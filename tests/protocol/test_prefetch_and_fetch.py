@@ -150,7 +150,8 @@ def test_a_failing_fhir_server_degrades_the_answer(fhir_client):
     assert response.status_code == 200
     cards = response.get_json()["cards"]
     assert [c["source"]["topic"]["code"] for c in cards] == ["data-unavailable"]
-    assert "labs" in cards[0]["detail"]
+    assert "Lab results: the FHIR server answered with an error" in cards[0]["detail"]
+    assert "a serum calcium in the last 30 days" in cards[0]["detail"]  # the check it cost, not a "no calcium" card
 
 
 def test_redirects_are_not_followed(fhir_client):
@@ -165,16 +166,26 @@ def test_redirects_are_not_followed(fhir_client):
     assert "data-unavailable" in [c["source"]["topic"]["code"] for c in response.get_json()["cards"]]
 
 
-def test_fhir_server_outside_the_allow_list_is_400_and_nothing_is_fetched(fhir_client):
+def test_fhir_server_outside_the_allow_list_is_412_and_nothing_is_fetched(fhir_client):
     request = _with_fhir_authorization(baseline_request())
     request["fhirServer"] = "https://evil.example.net/fhir"
     del request["prefetch"]["labResults"]
     with responses.RequestsMock() as rsps:
         response = fhir_client.post("/cds-services/order-sign", json=request)
         assert len(rsps.calls) == 0
-    assert response.status_code == 400
-    issue = response.get_json()["issue"][0]
-    assert issue["expression"] == ["fhirServer"] and "allowed" in issue["diagnostics"]
+    assert response.status_code == 412  # CDS Hooks 2.0: cannot access the FHIR server for required data
+    server, keys = response.get_json()["issue"]
+    assert server["expression"] == ["fhirServer"] and server["code"] == "security"
+    assert "not a FHIR server this service is allowed to read" in server["diagnostics"]
+    assert keys["expression"] == ["prefetch.labResults"]  # the prefetch key that would let the call through
+    assert "labResults" in keys["diagnostics"]
+
+
+def test_a_fhir_server_that_is_not_a_url_stays_400(fhir_client):
+    request = _with_fhir_authorization(baseline_request())
+    request["fhirServer"] = "ehr.example.org/fhir"
+    del request["prefetch"]["labResults"]
+    assert fhir_client.post("/cds-services/order-sign", json=request).status_code == 400
 
 
 def test_plain_http_base_is_refused_unless_listed(make_app):
@@ -183,5 +194,5 @@ def test_plain_http_base_is_refused_unless_listed(make_app):
     request["fhirServer"] = FHIR_BASE.replace("https://", "http://")
     del request["prefetch"]["labResults"]
     with responses.RequestsMock() as rsps:
-        assert client.post("/cds-services/order-sign", json=request).status_code == 400
+        assert client.post("/cds-services/order-sign", json=request).status_code == 412
         assert len(rsps.calls) == 0

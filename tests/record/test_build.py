@@ -361,7 +361,7 @@ def test_a_condition_of_another_patient_is_reported_when_a_rule_could_read_it(kb
     record = _record(kb, [theirs, unrelated])
     assert record.conditions_of("bone-metastases") == ()
     (skipped,) = record.skipped  # the asthma entry no rule reads is dropped by its code, unreported
-    assert "another patient" in skipped.description
+    assert "its subject is not this patient" in skipped.description
 
 
 def test_medications_of_several_concepts_come_newest_first_across_them(kb):

@@ -32,13 +32,20 @@ def add(request: dict, key: str, resource: dict) -> None:
     """Add a resource to a prefetch searchset (creating it when the EHR sent null)."""
     bundle = request["prefetch"].get(key) or {"resourceType": "Bundle", "type": "searchset", "entry": []}
     bundle["entry"].append({"fullUrl": f"{FHIR_BASE}/{resource['resourceType']}/{resource['id']}", "resource": resource})
+    _count(bundle)
     request["prefetch"][key] = bundle
 
 
 def remove(request: dict, key: str, resource_id: str) -> None:
-    request["prefetch"][key]["entry"] = [
-        e for e in request["prefetch"][key]["entry"] if e["resource"]["id"] != resource_id
-    ]
+    bundle = request["prefetch"][key]
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["id"] != resource_id]
+    _count(bundle)
+
+
+def _count(bundle: dict) -> None:
+    # As an EHR's searchset says it: a total that does not match the entries means some were left out.
+    if "total" in bundle:
+        bundle["total"] = len(bundle["entry"])
 
 
 def set_patient(request: dict, *, gender: str | None = None, birth_date: str | None = None) -> None:

@@ -50,11 +50,11 @@ def call(client, key: EhrKey, body: dict):
         "https://ehr.example.org/fhir/r4/../../admin",  # dot segments
     ],
 )
-def test_fhir_server_outside_the_callers_bases_is_400_and_nothing_is_fetched(jwt_client, ehr_key, fhir_server):
+def test_fhir_server_outside_the_callers_bases_is_412_and_nothing_is_fetched(jwt_client, ehr_key, fhir_server):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         response = call(jwt_client, ehr_key, needs_a_fetch(fhir_server))
         assert len(rsps.calls) == 0
-    assert response.status_code == 400
+    assert response.status_code == 412  # CDS Hooks 2.0: the data cannot be had from this server
     body = response.get_json()
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["code"] == "security"
@@ -96,7 +96,7 @@ def test_one_clients_token_does_not_open_another_clients_fhir_server(make_app, t
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         response = call(client, ehr_key, needs_a_fetch("https://fhir.other-hospital.example.com/r4"))
         assert len(rsps.calls) == 0
-    assert response.status_code == 400
+    assert response.status_code == 412
 
 
 def test_redirect_from_the_fhir_server_is_not_followed_and_the_token_stays_home(jwt_client, ehr_key):
@@ -125,7 +125,7 @@ def test_without_jwt_the_configured_allowed_servers_apply(make_app):
         assert len(rsps.calls) == 0
         rsps.get(f"{FHIR_BASE}/Observation", json=searchset([]))
         allowed = client.post(ORDER_SIGN, json=needs_a_fetch(FHIR_BASE))
-    assert refused.status_code == 400
+    assert refused.status_code == 412
     assert allowed.status_code == 200
 
 
