@@ -7,7 +7,7 @@ When: a follow-on order that is a bisphosphonate, for a patient with a denosumab
     (therapy_active_max_days), the draft's moment outside 5-7 months from it
     (transition_window_start_days 152, transition_window_end_days 213);
   - safety (warning, whatever the timing, after either regimen): kidney function
-    (`transition.bisphosphonate_kidney_function`, use 1) below the drug's limit — zoledronic acid
+    (`kidney.kidney_function_for_bisphosphonates`, use 1: Cockcroft-Gault creatinine clearance, else eGFR) below the drug's limit — zoledronic acid
     and alendronate < 35, risedronate and ibandronate < 30; zoledronic acid with acute kidney
     injury (onset within 90 days) or hypocalcemia (latest calcium low, or an active diagnosis);
     no kidney function result in 12 months (30 days for zoledronic acid).
@@ -29,6 +29,7 @@ from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.concepts import calcium, dose_history, medications, order_suggestions, transition
+from cds_service.rules.concepts.kidney import egfr_function, kidney_function_for_bisphosphonates
 from cds_service.rules.context import RuleContext
 
 TOPIC = "transition-timing"
@@ -103,7 +104,7 @@ class SafetyProblem:
 def safety_problems(ctx: RuleContext, orders: tuple[MedicationEntry, ...]) -> list[SafetyProblem]:
     """The label's renal and calcium limits, per drug, whatever the timing."""
     problems: list[SafetyProblem] = []
-    kidney = transition.bisphosphonate_kidney_function(ctx)
+    kidney = kidney_function_for_bisphosphonates(ctx)
     for order in orders:
         for concept, limit_name in _RENAL_LIMIT:
             if _concept_of(order, concept) and kidney is not None and kidney.is_below(ctx.threshold(limit_name)):
@@ -152,7 +153,7 @@ def timing_finding(ctx: RuleContext, last, orders, timing: str | None, safety: l
             actions=order_suggestions.lab_order_actions(ctx, "renal-function-order", reason="Kidney function before a bisphosphonate"),
             is_recommended=True,
         ))
-    renal_plan = transition.renal_plan(ctx, transition.bisphosphonate_kidney_function(ctx))
+    renal_plan = transition.renal_plan(ctx, egfr_function(ctx))  # the renal rule reads the latest eGFR
     over_limit = list({id(p.order): p.order for p in safety if p.kind == RENAL_LIMIT}.values())
     if over_limit and renal_plan in (transition.ORAL_BISPHOSPHONATE, transition.SPECIALIST_REFERRAL):
         way_out, _ = transition.renal_rule_suggestion(ctx, last.date, start=None)

@@ -157,3 +157,27 @@ def test_a_bisphosphonate_coded_with_a_code_in_no_value_set_is_recognised_by_nam
     finding = run([given(PROLIA, 119), egfr(70)], [draft(sandbox)])
     assert finding is not None and "too early" in finding.summary
     assert "code 904431 is in no value set of this service: recognised by its name" in finding.detail
+
+
+def _frail_woman(creatinine_mg_dl: float | None, weight_kg: float | None) -> list[dict]:
+    """An 86-year-old woman with an eGFR of 40 and, when given, a creatinine and a weight."""
+    resources = [{"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1940-06-01"},
+                 given(PROLIA, 182), egfr(40)]
+    if creatinine_mg_dl is not None:
+        resources.append(observation("2160-0", creatinine_mg_dl, "mg/dL", days_ago(20)))
+    if weight_kg is not None:
+        weight = observation("29463-7", weight_kg, "kg", days_ago(20))
+        weight["category"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}]
+        resources.append(weight)
+    return resources
+
+
+def test_the_label_limit_reads_cockcroft_gault_creatinine_clearance_when_its_inputs_are_on_file():
+    # (140 - 86) x 45 kg / (72 x 1.2 mg/dL) x 0.85 = 23.9 mL/min: below alendronate's 35, although the eGFR is 40.
+    finding = run(_frail_woman(1.2, 45), [draft(ALENDRONATE)])
+    assert finding is not None and finding.indicator == "warning"
+    assert "creatinine clearance (Cockcroft-Gault" in finding.detail and "23.9 mL/min" in finding.detail
+
+
+def test_without_a_weight_the_label_limit_reads_the_egfr():
+    assert run(_frail_woman(1.2, None), [draft(ALENDRONATE)]) is None  # eGFR 40: alendronate allowed

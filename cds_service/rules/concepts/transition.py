@@ -10,13 +10,12 @@ weekly; < 30 -> no bisphosphonate: a nephrology / CKD-MBD specialist referral; n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cds_service.cards import Absence, Action, Suggestion, orders
-from cds_service.record.model import LabResult, MedicationEntry
-from cds_service.rules.common import completed_procedures, fmt_date, fmt_number, fmt_result
-from cds_service.rules.concepts.kidney import latest_egfr
+from cds_service.record.model import MedicationEntry
+from cds_service.rules.common import completed_procedures, fmt_date, fmt_number
+from cds_service.rules.concepts.kidney import KidneyFunction, egfr_function
 from cds_service.rules.concepts.labs import countable_results
 from cds_service.rules.concepts.order_suggestions import lab_order_actions, medication_order_action, order_codings
 from cds_service.rules.concepts.medications import (
@@ -62,46 +61,15 @@ def dxa_since(ctx: RuleContext, since: datetime):
 
 
 # --- kidney function for the bisphosphonate limits ---------------------------------------------
-
-@dataclass(frozen=True)
-class KidneyFunction:
-    """A kidney function result for the bisphosphonate labels' limits (catalog "Kidney function
-    has two uses", use 1): `measure` names what it is, for the card."""
-
-    result: LabResult
-    measure: str  # "eGFR" (or, once connected, "creatinine clearance (Cockcroft-Gault)")
-
-    def describe(self) -> str:
-        return f"{self.measure} {fmt_result(self.result)}"
-
-    def is_below(self, limit: float) -> bool | None:
-        """True/False when the value (or its reported bound) settles it, else None."""
-        value, comparator = self.result.value, self.result.comparator
-        if value < limit and comparator not in (">", ">="):
-            return True
-        if value >= limit and comparator not in ("<", "<="):
-            return False
-        if comparator in ("<", "<=") and value <= limit:
-            return True
-        return None
-
-
-def bisphosphonate_kidney_function(ctx: RuleContext) -> KidneyFunction | None:
-    """Kidney function for the bisphosphonate limits. MERGE POINT: catalog use 1 is Cockcroft-Gault
-    creatinine clearance (creatinine + weight of 12 months, age, sex), else the latest eGFR; the
-    `calcium` branch writes that in concepts/kidney.py — connect it here. Until then: the latest
-    eGFR of egfr_lookback_days (12 months)."""
-    egfr = latest_egfr(ctx)
-    return KidneyFunction(egfr, "eGFR") if egfr is not None else None
-
+# The renal rule of the transition suggestion reads the latest eGFR (catalog, transition-needed);
+# the labels' limits on a bisphosphonate order read kidney function use 1 (concepts/kidney.py).
 
 def kidney_result_since(ctx: RuleContext, lookback_threshold: str) -> bool:
-    """Any kidney function result within the named window (transition-timing). MERGE POINT: the
-    catalog counts a serum creatinine or an eGFR; this branch has no creatinine analyte (the
-    `calcium` branch adds it for Cockcroft-Gault), so an eGFR is looked for here."""
+    """Any kidney function result within the named window (transition-timing): a serum creatinine
+    or an eGFR (catalog)."""
     # "In 30 days" counts the 30th day back whole: a result of that calendar day is in the window.
     since = ctx.days_before(lookback_threshold).replace(hour=0, minute=0, second=0, microsecond=0)
-    return any(True for _ in countable_results(ctx, "egfr", since))
+    return any(True for analyte in ("egfr", "creatinine") for _ in countable_results(ctx, analyte, since))
 
 
 def renal_plan(ctx: RuleContext, kidney: KidneyFunction | None) -> str:
@@ -174,7 +142,7 @@ def fmt_limit(ctx: RuleContext, name: str) -> str:
 def renal_rule_suggestion(ctx: RuleContext, last_dose_date: datetime, *, start: datetime | None) -> tuple[Suggestion, str]:
     """The transition the renal rule allows, as one suggestion (its orders), and the words for the
     card's detail. `start`: the date to give it (None: as soon as possible)."""
-    kidney = bisphosphonate_kidney_function(ctx)
+    kidney = egfr_function(ctx)
     plan = renal_plan(ctx, kidney)
     reason = f"Transition after denosumab 60 mg (last dose {fmt_date(last_dose_date)}): prevent rebound vertebral fractures"
     dose = fmt_limit(ctx, "transition_zoledronic_acid_dose_mg")
@@ -224,7 +192,7 @@ def no_bisphosphonate_since(last_dose_date: datetime) -> Absence:
 
 def renal_rule_absences(ctx: RuleContext) -> tuple[Absence, ...]:
     """What the renal rule concludes from a missing eGFR (no result: renal test first)."""
-    if bisphosphonate_kidney_function(ctx) is not None:
+    if egfr_function(ctx) is not None:
         return ()
     since = ctx.days_before("egfr_lookback_days")
     return (Absence("labs", f"an eGFR since {fmt_date(since)}", since),)
