@@ -108,8 +108,11 @@ def evaluate(ctx: RuleContext) -> Finding | None:
 # --- post-dose orders ------------------------------------------------------------------------------
 
 def _date_after_dose(ctx: RuleContext, days: float) -> str:
-    # The dose is given at the call (a draft that names a later date is read by the dose-history rules).
-    return (ctx.as_of + timedelta(days=days)).date().isoformat()
+    """The day `days` after the dose: the draft's moment (the date it says it will be given, else
+    the call) of the first denosumab draft, so a series for a dose scheduled next week starts
+    after that dose."""
+    dose_day = min((dose_history.draft_moment(ctx, order) for order in ctx.orders), default=ctx.as_of)
+    return (dose_day + timedelta(days=days)).date().isoformat()
 
 
 def weekly_series(ctx: RuleContext) -> dict:

@@ -102,6 +102,14 @@ def test_60mg_advanced_ckd_post_dose_series_weekly_4_then_monthly_5_as_occurrenc
     assert series.label == "Order post-dose serum calcium weekly × 4, then monthly × 5" and len(series.label) < 80
 
 
+def test_the_post_dose_series_follows_the_date_the_draft_will_be_given():
+    draft = prolia_draft()
+    draft["dosageInstruction"] = [{"text": "60 mg subcutaneously once", "timing": {"repeat": {"boundsPeriod": {"start": date_ago(-10)}}}}]
+    weekly, monthly = timings(evaluate(hypocalcemia_risk, [egfr(22)], drafts=[draft]))
+    assert weekly["boundsPeriod"] == {"start": date_ago(-17)}  # about day 7 after a dose given in 10 days
+    assert monthly["boundsPeriod"] == {"start": date_ago(-68)}
+
+
 def test_120mg_advanced_ckd_at_initiation_weekly_4_only_citing_the_xgeva_label():
     finding = evaluate(hypocalcemia_risk, [egfr(22)], drafts=[xgeva_draft()])
     assert [t["count"] for t in timings(finding)] == [4]
