@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from cds_service.knowledge.errors import KnowledgeError
+from cds_service.knowledge.sources import SOURCES_NAME, Source, load_sources
+
 # --------------------------------------------------------------------------------------------
 # Code systems
 # --------------------------------------------------------------------------------------------
@@ -101,9 +104,6 @@ _NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _THRESHOLD_NAME_RE = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
-
-class KnowledgeError(Exception):
-    """The seeds are missing, malformed or inconsistent (message names file and line)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,19 +272,6 @@ class Topic:
 
     def override_reason(self, code: str | None) -> OverrideReason | None:
         return next((reason for reason in self.override_reasons if reason.code == code), None)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A document a card cites: a label, guideline or standard (primary) or the seed (secondary)."""
-
-    id: str
-    title: str
-    url: str | None
-    primary: bool
-    verified: bool
-    verification: str  # how the URL and its identifiers (DOI, SPL set id) were checked
-    revision: str | None = None  # label revision / edition the citation refers to
 
 
 @dataclass(frozen=True)
@@ -731,51 +718,9 @@ def _flag(table: dict, key: str, where: str) -> bool:
     return value
 
 
-_SOURCE_KEYS = {
-    "title", "url", "primary", "verified", "verification", "revision",  # what a card cites
-    "publisher", "date", "doi", "location", "what", "authors", "journal", "label", "also",  # the full reference
-}
-
-
 def _load_sources(seeds: Path) -> dict[str, Source]:
-    """sources.toml: one [sources.<id>] table per cited document (optional file)."""
-    path = seeds / "sources.toml"
-    if not path.exists():
-        return {}
-    data, text = _read_toml(path)
-    # [[legend]] is the review page's (labels older citations use), read by knowledge/review.py.
-    tables = _tables({k: v for k, v in data.items() if k != "legend"}, "sources", path)
-    sources: dict[str, Source] = {}
-    for source_id, table in tables.items():
-        where = _where(path, _line_of(text, f"[sources.{source_id}]"))
-        if not _NAME_RE.match(source_id):
-            raise KnowledgeError(f"{where}: source id {source_id!r} must be lower-kebab-case")
-        if not isinstance(table, dict):
-            raise KnowledgeError(f"{where}: [sources.{source_id}] must be a table")
-        # The same file gives the review page its full references (cds_service/knowledge/review.py).
-        _check_keys(table, _SOURCE_KEYS, where)
-        url = _require_str(table, "url", where, optional=True)
-        if url is None and isinstance(table.get("doi"), str):
-            url = f"https://doi.org/{table['doi']}"
-        if table.get("primary", False) and url is not None and not url.startswith("https://"):
-            raise KnowledgeError(f"{where}: a primary source's url (cards link it) must be an https URL")
-        for flag in ("primary", "verified"):
-            if not isinstance(table.get(flag, False), bool):
-                raise KnowledgeError(f"{where}: '{flag}' must be true or false")
-        if table.get("primary", False) and url is None:
-            raise KnowledgeError(f"{where}: a primary source needs a url")
-        sources[source_id] = Source(
-            id=source_id,
-            title=_require_str(table, "title", where),
-            url=url,
-            primary=table.get("primary", False),
-            verified=table.get("verified", False),
-            verification=_require_str(table, "verification", where, optional=True) or "",
-            revision=_require_str(table, "revision", where, optional=True),
-        )
-    return sources
-
-
+    """sources.toml (optional file): the documents the topics cite, by id."""
+    return load_sources(seeds)[0] if (seeds / SOURCES_NAME).exists() else {}
 
 
 def _can_be_critical(table: Mapping, where: str) -> bool:

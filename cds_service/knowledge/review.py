@@ -19,7 +19,6 @@ import csv
 import re
 import sys
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 from cds_service.knowledge.loader import (
@@ -29,6 +28,7 @@ from cds_service.knowledge.loader import (
     KnowledgeError,
     load_knowledge,
 )
+from cds_service.knowledge.sources import SOURCES_NAME, Source, load_sources
 
 README_NAME = "README.md"
 
@@ -46,11 +46,6 @@ _SYSTEM_LABELS = {
     "http://terminology.hl7.org/CodeSystem/CD2": "CDT (HL7 CD2 URI)",
 }
 
-SOURCES_NAME = "sources.toml"
-_SOURCE_FIELDS = {"title", "publisher", "date", "url", "doi", "location", "what", "authors", "journal", "label", "also",
-                  "primary", "verified", "verification", "revision"}  # the last four: what a card cites (loader)
-_DOI_RE = re.compile(r"^10\.\d{4,9}/\S+$")
-_ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 # What a citation may name: a source id in brackets ("[ects-2021]"), or one of the labels older
 # citations use ("S3", "Reference E1", "V-L", "Catalog", "Seed", "clinical-codes.md").
 _CITED_ID_RE = re.compile(r"\[([a-z][a-z0-9]*(?:-[a-z0-9]+)*)\]")
@@ -58,81 +53,6 @@ _LABEL_RE = re.compile(r"\b(S\d{1,2}(?![\d.])|V-[A-Z0-9]+\b|[Rr]eference [A-G]\d
 _CITING_KEYS = {"citation", "source", "sources", "notes"}  # TOML keys whose text cites
 
 
-@dataclass(frozen=True)
-class Source:
-    id: str
-    title: str
-    publisher: str
-    date: str
-    what: str
-    url: str | None = None
-    doi: str | None = None
-    location: str | None = None
-    authors: str | None = None
-    journal: str | None = None
-    label: str | None = None
-    also: tuple[str, ...] = ()
-    # what a card cites (the loader reads these too): a primary source, and how its URL was checked
-    primary: bool = False
-    verified: bool = False
-    verification: str | None = None
-    revision: str | None = None
-
-
-@dataclass(frozen=True)
-class LegendEntry:
-    label: str
-    means: str
-    sources: tuple[str, ...] = ()
-
-
-def load_sources(directory: Path) -> tuple[dict[str, Source], tuple[LegendEntry, ...]]:
-    """`sources.toml`: every citable source with its full reference, and the legend of labels."""
-    path = directory / SOURCES_NAME
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KnowledgeError(f"{path}: file missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise KnowledgeError(f"{path}: invalid TOML: {exc}") from None
-    unknown = set(data) - {"sources", "legend"}
-    if unknown:
-        raise KnowledgeError(f"{path}: unknown tables {sorted(unknown)} (allowed: sources, legend)")
-    sources: dict[str, Source] = {}
-    for sid, table in data.get("sources", {}).items():
-        where = f"{path}: [sources.{sid}]"
-        if not _ID_RE.match(sid):
-            raise KnowledgeError(f"{where}: a source id is lower-kebab-case")
-        if not isinstance(table, dict) or set(table) - _SOURCE_FIELDS:
-            extra = sorted(set(table) - _SOURCE_FIELDS) if isinstance(table, dict) else table
-            raise KnowledgeError(f"{where}: unknown keys {extra} (allowed: {sorted(_SOURCE_FIELDS)})")
-        missing = [k for k in ("title", "publisher", "date", "what") if not (isinstance(table.get(k), str) and table[k].strip())]
-        if missing:
-            raise KnowledgeError(f"{where}: {', '.join(missing)} required")
-        if not any(table.get(k) for k in ("url", "doi", "location")):
-            raise KnowledgeError(f"{where}: give a url, a doi, or (an unpublished project document) its location")
-        for url in [table.get("url"), *table.get("also", [])]:
-            if url is not None and not (isinstance(url, str) and url.startswith(("https://", "http://"))):
-                raise KnowledgeError(f"{where}: {url!r} is not an http(s) URL")
-        if table.get("doi") is not None and not _DOI_RE.match(str(table["doi"])):
-            raise KnowledgeError(f"{where}: doi {table['doi']!r} is not a DOI (10.<registrant>/<suffix>)")
-        if table.get("location") is not None and not (directory.parent / table["location"]).exists():
-            raise KnowledgeError(f"{where}: location {table['location']!r} is not a file of this repository")
-        sources[sid] = Source(id=sid, **{**table, "also": tuple(table.get("also", ()))})
-    legend: list[LegendEntry] = []
-    for index, table in enumerate(data.get("legend", [])):
-        where = f"{path}: [[legend]] #{index + 1}"
-        if not isinstance(table, dict) or set(table) - {"label", "means", "sources"} or not table.get("label") or not table.get("means"):
-            raise KnowledgeError(f"{where}: each entry is label, means and optional sources")
-        unknown_ids = [sid for sid in table.get("sources", []) if sid not in sources]
-        if unknown_ids:
-            raise KnowledgeError(f"{where} ({table['label']}): no such source {unknown_ids}")
-        legend.append(LegendEntry(table["label"], table["means"], tuple(table.get("sources", ()))))
-    labels = [entry.label for entry in legend] + [s.label for s in sources.values() if s.label]
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise KnowledgeError(f"{path}: labels defined twice: {duplicates}")
-    return sources, tuple(legend)
 
 
 def citation_texts(directory: Path):
@@ -205,7 +125,7 @@ def _reference(source: Source) -> str:
              f"{source.journal}." if source.journal else "", f"{source.publisher}.", f"{source.date}."]
     if source.doi:
         parts.append(f"DOI [{source.doi}](https://doi.org/{source.doi}).")
-    if source.url:
+    if source.url and source.url != f"https://doi.org/{source.doi}":
         parts.append(f"<{source.url}>")
     if source.location:
         parts.append(f"In this repository: `{source.location}`.")
