@@ -184,7 +184,7 @@ def test_bisphosphonates_calcimimetics_supplements(kb):
     assert kb.concepts_for(RXNORM, "688892") == frozenset()  # Pepcid Complete (famotidine)
     assert kb.concepts_for(RXNORM, "1722689") == frozenset()  # aspirin / calcium carbonate
     assert kb.concepts_for(RXNORM, "1367410") == {"vitamin-d-supplement"}  # ergocalciferol 50,000 IU
-    assert kb.concepts_for(RXNORM, "308867") == {"vitamin-d-supplement"}  # calcitriol 0.25 mcg
+    assert kb.concepts_for(RXNORM, "308867") == {"vitamin-d-supplement", "active-vitamin-d"}  # calcitriol 0.25 mcg
     assert kb.concepts_for(RXNORM, "388517") == frozenset()  # topical calcitriol excluded
     assert "vitamin-d-supplement" in kb.concepts_for(RXNORM, "11253")  # "Vitamin D" IN
     # a component of a calcium + D combination is only what it names

@@ -68,6 +68,8 @@ SPECS = {
     "calcimimetic": (BONE, {"407990", "1876119"}, lambda r: True),
     "calcium-supplement": (CALCIUM_D, _ANY_ROOT, lambda r: bool(_CALCIUM_SALT.search(r["name"]))),
     "vitamin-d-supplement": (CALCIUM_D, _ANY_ROOT, lambda r: bool(_VITAMIN_D.search(r["name"]))),
+    # Calcitriol counts as vitamin D only in dialysis (catalog, calcium-vitamin-d-supplementation).
+    "active-vitamin-d": (CALCIUM_D, _ANY_ROOT, lambda r: "calcitriol" in r["name"].lower() and "topical" not in r["name"].lower()),
 }
 # Rows of one set that another extract holds (the alendronate/cholecalciferol tablets are filed
 # under cholecalciferol in the calcium/vitamin D extract).

@@ -177,3 +177,13 @@ def test_no_card_for_hypercalcemia_of_malignancy():
     cancer = condition("C50.911", text="Breast cancer")
     hcm = condition("E83.52", onset="2026-11-20", text="Hypercalcemia of malignancy")
     assert run(calcium(8.9, days=1), cancer, hcm, drafts=[xgeva]) is None
+
+
+CALCITRIOL = {"system": RXNORM, "code": "308867"}  # calcitriol 0.25 MCG oral capsule
+
+
+def test_calcitriol_counts_as_vitamin_d_only_in_dialysis():
+    on_calcitriol = (calcium(9.4), statement(CALCIUM_CARBONATE), statement(CALCITRIOL))
+    outside_dialysis = run(*on_calcitriol)
+    assert outside_dialysis is not None and suggested_codes(outside_dialysis) == {VITAMIN_D_ORDER}
+    assert run(*on_calcitriol, condition("Z99.2")) is None  # dialysis: calcitriol is the vitamin D
