@@ -71,3 +71,13 @@ def test_medication_orders_are_the_same_only_with_the_same_timing():
     weekly = {"frequency": 1, "period": 1, "periodUnit": "wk"}
     assert order_key(vitamin_d(daily)) == order_key(vitamin_d(dict(daily)))
     assert order_key(vitamin_d(daily)) != order_key(vitamin_d(weekly))
+
+
+def test_a_relabelled_lab_is_named_by_its_common_name_never_as_a_drug():
+    vitamin_d_1_25 = lab("1649-3", "Calcitriol [Mass/volume] in Serum or Plasma (1,25-dihydroxyvitamin D)")
+    risk = finding("hypocalcemia-risk", "warning", Suggestion("Order CKD-MBD tests", (CALCIUM, PTH, vitamin_d_1_25)))
+    monitoring = finding("calcium-monitoring", "warning", Suggestion("Order serum calcium", (CALCIUM,)))
+    _monitoring, left_risk = one_order_set([monitoring, risk], TOPICS)
+    (label,) = [s.label for s in left_risk.suggestions]
+    assert label == "Order Parathyrin.intact, 1,25-dihydroxyvitamin D (rest on a card above)"
+    assert "Calcitriol" not in label

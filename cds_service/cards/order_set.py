@@ -39,13 +39,19 @@ def order_key(action: Action) -> tuple | None:
 
 
 def _short_name(action: Action) -> str:
+    """A test's or drug's name for a label. A lab name whose display ends in its common name in
+    parentheses uses that: LOINC's "Calcitriol [...] (1,25-dihydroxyvitamin D)" is the vitamin D
+    level, and "Order Calcitriol" would read as the drug."""
     resource = action.resource or {}
     concept = resource.get("code") or resource.get("medicationCodeableConcept") or {}
-    return (concept.get("text") or action.description).split(" [")[0]
+    text = concept.get("text") or action.description
+    if resource.get("resourceType") == "ServiceRequest" and text.endswith(")") and " (" in text:
+        return text[text.rindex(" (") + 2:-1]
+    return text.split(" [")[0]
 
 
 def _relabelled(suggestion: Suggestion, kept: tuple[Action, ...]) -> Suggestion:
-    """The label names what is left: 'Order Parathyrin.intact, Calcitriol (rest on a card above)'."""
+    """The label names what is left: 'Order Parathyrin.intact, 1,25-dihydroxyvitamin D (rest on a card above)'."""
     names = ", ".join(_short_name(a) for a in kept if a.type == "create")
     label = f"Order {names} (rest on a card above)"
     if len(label) > _LABEL_MAX:
