@@ -299,6 +299,9 @@ class Knowledge:
     # dozen codes (a lab catalogue is the same for every patient), and normalising each costs more
     # than looking it up. Bounded; cleared when full.
     _seen_codings: dict[tuple, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
+    # The same for medication names: an EHR's history repeats the same few texts on every call
+    # (82 look-ups per heavy call, each a scan of every word run). Bounded; cleared when full.
+    _seen_texts: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # -- look-ups ---------------------------------------------------------------------------
 
@@ -334,6 +337,15 @@ class Knowledge:
         """Value sets named in free text (medication-names.csv; case-insensitive whole words)."""
         if not text:
             return frozenset()
+        found = self._seen_texts.get(text)
+        if found is None:
+            found = self._concepts_named_in(text)
+            if len(self._seen_texts) >= _SEEN_CODINGS_LIMIT:
+                self._seen_texts.clear()
+            self._seen_texts[text] = found
+        return found
+
+    def _concepts_named_in(self, text: str) -> frozenset[str]:
         words = _WORD_RE.findall(text.lower())
         found: frozenset[str] = frozenset()
         for i in range(len(words)):
