@@ -18,7 +18,7 @@ Source: Prolia and Xgeva labels, Indications; seed "Clinical Indications and Dos
 
 from __future__ import annotations
 
-from cds_service.cards import Finding, Suggestion
+from cds_service.cards import Absence, Finding, Suggestion
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
 from cds_service.rules.concepts import indications, order_suggestions, regimen as regimens
@@ -88,6 +88,7 @@ def low_dose_for_bone_metastases(ctx: RuleContext, order: MedicationEntry, evide
         summary=f"Denosumab {dose_60} mg ordered for a patient with bone metastases or myeloma",
         detail=detail,
         suggestions=cancel_suggestion(order, f"Cancel this order to re-order denosumab {dose_120} mg every 4 weeks"),
+        rests_on_absence=(Absence("conditions", "an osteoporosis, osteopenia or treatment-induced bone loss diagnosis"),),
     )
 
 
@@ -109,4 +110,5 @@ def oncology_dose_for_osteoporosis(ctx: RuleContext, order: MedicationEntry, evi
         summary=f"Denosumab {dose_120} mg (oncology dose) ordered for osteoporosis",
         detail=detail,
         suggestions=cancel_suggestion(order, f"Cancel this order to re-order denosumab {dose_60} mg every 6 months"),
+        rests_on_absence=(Absence("conditions", "a bone metastases, myeloma, giant cell tumour of bone or hypercalcemia of malignancy diagnosis"),),
     )

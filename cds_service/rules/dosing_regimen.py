@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from cds_service.cards import Action, Finding, Suggestion
+from cds_service.cards import Absence, Action, Finding, Suggestion
 from cds_service.cards.orders import medication_request
 from cds_service.record.model import MedicationEntry
 from cds_service.rules import common
@@ -221,7 +221,7 @@ def loading_dose_finding(ctx: RuleContext, orders: list[MedicationEntry]) -> Fin
                     dosage_text=f"{dose} mg subcutaneously on {days} of the first month (loading doses)",
                     patient_id=ctx.patient_id,
                     encounter_id=ctx.encounter_id,
-                    reason="Giant cell tumour of bone: loading doses",
+                    reason=f"Loading doses of denosumab {dose} mg ({'; '.join(e.description for e in evidence)})",
                 ),
             ),
         ),
@@ -232,4 +232,10 @@ def loading_dose_finding(ctx: RuleContext, orders: list[MedicationEntry]) -> Fin
         summary=f"Denosumab 120 mg initiation: loading doses on {days} not ordered",
         detail=detail,
         suggestions=(suggestion,),
+        # Initiation and "no loading-dose order" are both things not found in the medication history.
+        rests_on_absence=(
+            Absence("medications", "a denosumab dose in the last 12 months (initiation)",
+                    ctx.days_before("initiation_no_dose_lookback_days")),
+            Absence("medications", "a loading-dose order of the 120 mg regimen"),
+        ),
     )
