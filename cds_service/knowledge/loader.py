@@ -692,7 +692,8 @@ def _load_topics(
             override_reasons=tuple(reasons),
             never_suppress_critical=_flag(table, "never_suppress_critical", where),
             sources=cited,
-            can_be_critical=_can_be_critical(table, where),
+            # a topic that does not say counts as able to be critical: the safe side
+            can_be_critical=_flag(table, "can_be_critical", where, default=True),
         )
     return topics
 
@@ -723,8 +724,8 @@ def _suppress_indicators(reason: dict, where: str) -> tuple[str, ...]:
     return values
 
 
-def _flag(table: dict, key: str, where: str) -> bool:
-    value = table.get(key, False)
+def _flag(table: Mapping, key: str, where: str, default: bool = False) -> bool:
+    value = table.get(key, default)
     if not isinstance(value, bool):
         raise KnowledgeError(f"{where}: {key!r} must be true or false")
     return value
@@ -733,13 +734,6 @@ def _flag(table: dict, key: str, where: str) -> bool:
 def _load_sources(seeds: Path) -> dict[str, Source]:
     """sources.toml (optional file): the documents the topics cite, by id."""
     return load_sources(seeds)[0] if (seeds / SOURCES_NAME).exists() else {}
-
-
-def _can_be_critical(table: Mapping, where: str) -> bool:
-    value = table.get("can_be_critical", True)  # a topic that does not say counts as able: the safe side
-    if not isinstance(value, bool):
-        raise KnowledgeError(f"{where}: can_be_critical must be true or false")
-    return value
 
 
 def _build(seeds: Path, overrides: Mapping[str, object] | None) -> Knowledge:
