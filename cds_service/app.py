@@ -17,6 +17,7 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, bad_request, operation_outcome
 from cds_service.evaluate import Clock, HookService, utc_now
 from cds_service.feedback import open_feedback
+from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
 from cds_service.logs import log_call
 from cds_service.openapi import openapi_document
 from cds_service.ops import metrics
@@ -24,6 +25,7 @@ from cds_service.ops.health import register_probes
 from cds_service.protocol.auth import Caller, anonymous_caller
 from cds_service.protocol.http_read import BodyTooLarge, ResponseUnreadable, inflated
 from cds_service.protocol.fhir_knowledge_routes import register_knowledge_routes
+from cds_service.record.build import OBSERVATION_OUTLINE
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -35,17 +37,31 @@ def _json_response(body: dict, status: int = 200, headers: dict | None = None) -
     return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype=JSON, headers=headers)
 
 
-def _read_json_body():
-    raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+def _request_body() -> bytes:
+    """The body, 413 past MAX_CONTENT_LENGTH. One with a Content-Length is read from the server's
+    input in one call: werkzeug's bounded stream reads it in slices, and gunicorn copies its
+    buffer for every slice (2 ms of a 600 KiB body, bench/RESULTS.md). A chunked one goes through
+    werkzeug's stream, which counts as it reads."""
+    length = request.content_length
+    if length is None:
+        return request.get_data(cache=False)
+    if length > current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    return request.environ["wsgi.input"].read(length) if length else b""
+
+
+def _read_json_body(parse=parse_json):
+    """The request body, parsed by `parse` (one of cds_service.json_parse's); 400 when it is not JSON."""
+    raw = _request_body()
     encoding = request.headers.get("Content-Encoding")
     if encoding and encoding.strip().lower() != "identity":
         raw = _decompressed(raw, encoding)
     if not raw:
         raise bad_request("The request body is empty; a CDS Hooks request is a JSON object.")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise bad_request("The request body is not valid JSON.", code="structure") from None
+        return parse(raw)
+    except InvalidJson as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code="structure") from None
 
 
 def _decompressed(raw: bytes, encoding: str) -> bytes:
@@ -71,6 +87,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     app.url_map.strict_slashes = False  # /cds-services/order-sign/ is /cds-services/order-sign
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
+    hook_body = HookBodyParser(OBSERVATION_OUTLINE)  # a history's Observations read in outline
     app.extensions["denosumab_cds"] = service
     feedback_receiver = app.extensions["denosumab_cds_feedback"] = open_feedback(settings, service)  # + card ledger
     CORS(
@@ -133,7 +150,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         g.service_id = service_id
         caller = authenticate()
         service.service(service_id)  # 404 before reading a body for a service that does not exist
-        outcome = service.evaluate(service_id, _read_json_body(), caller)
+        outcome = service.evaluate(service_id, _read_json_body(hook_body.parse), caller)
         g.outcome = outcome
         headers = {"X-Skipped-Resources": str(len(outcome.skipped))} if outcome.skipped else None
         return _json_response(outcome.response, headers=headers)
@@ -145,11 +162,12 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         return _json_response(feedback_receiver.receive(service_id, _read_json_body(), authenticate()))
 
     if os.environ.get(BENCH_FLOOR_ENV_VAR) == "1":
-        # The benchmark's floor (bench/): same server, app and JSON reading, none of the service's
-        # work. Never on unless asked for by name.
+        # The benchmark's floor (bench/): same server and app, the body read as the bare framework
+        # reads it (Flask's own JSON), none of the service's work: beside bench/floor_app.py it
+        # shows what the app's middleware costs. Never on unless asked for by name.
         @app.post("/bench/floor")
         def bench_floor():
-            _read_json_body()
+            request.get_json()
             return _json_response({"cards": []})
 
     @app.errorhandler(CdsError)

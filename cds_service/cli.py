@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cds_service.config import ConfigError, load_settings
 from cds_service.errors import CdsError
+from cds_service.json_parse import InvalidJson, parse_json
 from cds_service.knowledge import KnowledgeError
 from cds_service.logs import configure_logging, gunicorn_logconfig
 from cds_service.ops.multiprocess import gunicorn_metrics_hooks, start_multiprocess_metrics
@@ -141,14 +142,14 @@ def _check(args) -> int:
 def read_hook_request(path: Path) -> dict:
     """A saved hook request (or fixture) as a JSON object; ValueError with a one-line reason."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = parse_json(path.read_bytes())  # the service's own parser: `check` accepts what `serve` does
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a JSON file") from None
     except OSError as error:
         raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except InvalidJson as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(document, dict):
         raise ValueError(f"{path}: a hook request is a JSON object, not {_json_kind(document)}")

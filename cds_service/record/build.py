@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
+from cds_service.json_parse import Deferred, InvalidJson, decode_deferred, outline_of
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
 from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, parse_resource
@@ -63,6 +64,12 @@ _READ_ELEMENTS = {
     "Procedure": ("status", "subject", "code", "performedDateTime", "performedPeriod"),
     "Patient": ("birthDate", "gender"),
 }
+# A hook body's Observations are read in outline (cds_service/json_parse.py): decoded, what the
+# first pass below reads of every one (is it a lab a rule reads, whose, when); kept as JSON text
+# until `lab` reads the result, the rest of `_READ_ELEMENTS`; nothing else.
+_OBSERVATION_FIRST_PASS = ("id", "status", "code", "subject", "patient", "effectiveDateTime", "effectivePeriod",
+                           "effectiveInstant", "issued")
+OBSERVATION_OUTLINE = outline_of("Observation", _OBSERVATION_FIRST_PASS, _READ_ELEMENTS["Observation"])
 # Inside those, the dosages likewise: what `_dosage` and `medication` read (not route, site, method).
 _DOSAGE_ELEMENTS = ("text", "timing", "doseAndRate")
 _READ_DOSAGE_ELEMENTS = {
@@ -205,6 +212,15 @@ class _Builder:
         why = "it has no subject reference" if reference is None else "its subject is not this patient"
         self.skip(where, f"{raw['resourceType']} skipped: {why}", _raw_reference(raw))
         return True
+
+    def completed(self, where: str, raw: dict) -> dict | None:
+        """A resource read in outline with its deferred elements decoded; None, and reported, when
+        one of them is not JSON this service accepts (the rest of the record is read as usual)."""
+        try:
+            return {name: decode_deferred(value) if isinstance(value, Deferred) else value for name, value in raw.items()}
+        except InvalidJson as exc:
+            self.skip(where, f"{raw['resourceType']} skipped: {exc}", _raw_reference(raw))
+            return None
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
         try:
@@ -401,7 +417,8 @@ class _Builder:
         return concepts, analyte
 
     def lab(self, where: str, raw: dict, concepts: frozenset[str], analyte: str) -> LabResult | None:
-        model = self.parse(where, raw)
+        raw = self.completed(where, raw)
+        model = self.parse(where, raw) if raw is not None else None
         if model is None:
             return None
         effective = _when(model)

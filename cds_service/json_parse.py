@@ -1,0 +1,124 @@
+"""The service's one JSON parser (msgspec), for everything that arrives from outside: hook and
+feedback bodies, FHIR server responses, the JWKS file and the request files `check` reads.
+
+What it accepts is decided here, on purpose (tests/test_json_parse.py holds the answers):
+- JSON as RFC 8259 defines it. NaN, Infinity and -Infinity are not JSON and are refused (Python's
+  json read them as floats); so is a number out of a double's range (1e400) where it is read.
+- An escaped lone surrogate ("\\ud800") is refused: such a string is not Unicode text, and could
+  be neither stored, hashed, logged nor answered.
+- Duplicate names in one object: the last wins, as in Python's json and most parsers. FHIR JSON
+  forbids them and no EHR is known to send them; finding them would cost a second look at every
+  object of every body.
+- A UTF-8 byte order mark before the document is ignored (RFC 8259 8.1 allows that); text in
+  another encoding (UTF-16, Latin-1) is refused.
+- Nesting deeper than the interpreter's recursion limit (about 1,000 levels) is refused.
+
+A hook body is read in outline (`parse_hook_body`): a prefetch Bundle whose every entry is of the
+outlined kind (a history of Observations: most of a large request) keeps of each resource only the
+elements the record reads. Those read for every resource are decoded; those read only when a rule
+reads that resource stay JSON text (`Deferred`) until `decode_deferred`; the rest is skipped over,
+checked as JSON syntax but not decoded (an element nothing reads cannot cost a resource). Any
+other prefetch value, and anything that does not fit the outline, is decoded whole."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, TypedDict
+
+import msgspec
+
+Deferred = msgspec.Raw  # an element kept as its JSON text until it is read
+UTF8_BOM = b"\xef\xbb\xbf"
+_LONE_SURROGATE = re.compile(  # a high surrogate escape without its low one, or a low one alone
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_ANY = msgspec.json.Decoder()
+
+
+class InvalidJson(ValueError):
+    """The text is not JSON this service accepts; the message says what and where."""
+
+
+def parse_json(data: bytes | bytearray | memoryview | str) -> object:
+    """The whole document as dicts, lists, strings, numbers, booleans and None."""
+    return _decode(_ANY, data)
+
+
+def decode_deferred(text: Deferred) -> object:
+    """A `Deferred` element, decoded (InvalidJson when its text cannot be)."""
+    return _decode(_ANY, text)
+
+
+def _decode(decoder: msgspec.json.Decoder, data):
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")  # a lone surrogate then fails as invalid UTF-8
+    elif isinstance(data, (bytes, bytearray)) and data.startswith(UTF8_BOM):
+        data = data[3:]
+    try:
+        return decoder.decode(data)
+    except RecursionError:
+        raise InvalidJson("JSON nested too deeply") from None
+    except msgspec.ValidationError as exc:
+        if decoder is not _ANY:
+            raise  # the text does not fit the caller's outline: it decodes the text whole instead
+        raise InvalidJson(str(exc).replace(" - at `$[...]`", "")) from None  # a number out of range
+    except msgspec.DecodeError as exc:
+        raise InvalidJson(_described(exc, data)) from None
+
+
+def _described(exc: msgspec.DecodeError, data) -> str:
+    """msgspec's message, made plain where it misleads (a lone high surrogate reads 'truncated' or
+'unexpected end of hex escape')."""
+    found = _LONE_SURROGATE.search(bytes(data))
+    if found is not None and any(word in str(exc) for word in ("surrogate", "escape", "truncated")):
+        return f"a string holds a lone surrogate escape ({found.group().decode()} at byte {found.start()}), which is not Unicode text"
+    message = str(exc).removeprefix("JSON is malformed: ")
+    if message == "Input data was truncated":
+        return "the JSON text ends before the document does"
+    return message
+
+
+def outline_of(kind: str, decoded: tuple[str, ...], deferred: tuple[str, ...]) -> type:
+    """The outline of a resource of `kind`: the `decoded` elements decoded, the `deferred` ones
+    kept as JSON text (with their `_element` primitive extensions), every other element skipped."""
+    fields: dict[str, Any] = {"resourceType": Literal[kind]}  # another kind of resource does not fit
+    fields.update((name, Any) for name in decoded if name != "resourceType")
+    fields.update((name, Deferred) for name in deferred if name not in fields)
+    fields.update(("_" + name, Deferred) for name in decoded + deferred if name not in ("resourceType", "id"))
+    return TypedDict(f"{kind}Outline", fields, total=False)
+
+
+def _bundle_decoder(resource_outline: type) -> msgspec.json.Decoder:
+    entry = TypedDict("OutlinedEntry", {"fullUrl": Any, "search": Any, "resource": resource_outline}, total=False)
+    bundle = TypedDict("OutlinedBundle", {
+        "resourceType": Literal["Bundle"], "type": Any, "total": Any, "link": Any, "entry": list[entry],
+    }, total=False)
+    return msgspec.json.Decoder(bundle)
+
+
+class HookBodyParser:
+    """Reads hook request bodies, with the prefetch Bundles of `resource_outline`'s kind in outline."""
+
+    _ENVELOPE = msgspec.json.Decoder(TypedDict("HookBody", {
+        "hook": Any, "hookInstance": Any, "fhirServer": Any, "fhirAuthorization": Any, "context": Any,
+        "extension": Any, "prefetch": dict[str, Deferred] | None,
+    }, total=False))
+
+    def __init__(self, resource_outline: type):
+        self._bundle = _bundle_decoder(resource_outline)
+
+    def parse(self, data: bytes | bytearray | memoryview) -> object:
+        try:
+            body = _decode(self._ENVELOPE, data)
+        except msgspec.ValidationError:  # not an object, or prefetch not one: decoded whole, for
+            return parse_json(data)      # the request's own validation to say what is wrong
+        prefetch = body.get("prefetch")
+        if prefetch:
+            body["prefetch"] = {key: self._prefetch_value(text) for key, text in prefetch.items()}
+        return body
+
+    def _prefetch_value(self, text: Deferred) -> object:
+        try:
+            return _decode(self._bundle, text)
+        except msgspec.ValidationError:  # a resource, an OperationOutcome, a Bundle of other kinds
+            return decode_deferred(text)
