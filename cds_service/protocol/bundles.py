@@ -43,18 +43,19 @@ def next_link(bundle) -> str | None:
     return None
 
 
-def bundle_entries(value) -> list[tuple[str | None, dict]]:
+def bundle_entries(value, *, of_types: tuple[str, ...]) -> list[tuple[str | None, dict]]:
     """(fullUrl, resource) of every entry of a Bundle (fullUrl None when absent), or of the items
-    of a list; nothing for anything else."""
+    of a list, whose resource is of one of `of_types`; nothing for anything else."""
     if isinstance(value, list):
-        return [(None, item) for item in value if isinstance(item, dict)]
+        return [(None, item) for item in value if isinstance(item, dict) and item.get("resourceType") in of_types]
     if not isinstance(value, dict) or value.get("resourceType") != "Bundle" or not isinstance(value.get("entry"), list):
         return []
-    return [
-        (entry["fullUrl"] if isinstance(entry.get("fullUrl"), str) else None, entry["resource"])
-        for entry in value["entry"]
-        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
-    ]
+    found = []
+    for entry in value["entry"]:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") in of_types:
+            found.append((entry["fullUrl"] if isinstance(entry.get("fullUrl"), str) else None, resource))
+    return found
 
 
 def holds_fewer_than_its_total(bundle) -> bool:
@@ -66,6 +67,8 @@ def holds_fewer_than_its_total(bundle) -> bool:
     if not isinstance(total, int) or isinstance(total, bool):
         return False
     entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    if total <= len(entries):
+        return False  # it holds at least as many entries as matched (without counting them)
     matches = [
         e for e in entries
         if isinstance(e, dict) and not (isinstance(e.get("search"), dict) and e["search"].get("mode") in ("include", "outcome"))

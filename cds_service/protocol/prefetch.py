@@ -53,10 +53,8 @@ def can_read_fhir_server(request: HookRequest, allowed_bases: tuple[str, ...]) -
 def request_resources(request: HookRequest) -> list[tuple[str | None, dict]]:
     """(fullUrl, resource) of every entry in the draft orders and the prefetch Bundles: where a
     referenced Medication or this patient's Patient (by its urn:uuid fullUrl) may be found."""
-    found = list(bundle_entries(request.context.get("medications" if request.hook == "medication-prescribe" else "draftOrders")))
-    for value in request.prefetch.values():
-        found.extend(bundle_entries(value))
-    return [(full_url, raw) for full_url, raw in found if raw.get("resourceType") in ("Medication", "Patient")]
+    values = [request.context.get("medications" if request.hook == "medication-prescribe" else "draftOrders"), *request.prefetch.values()]
+    return [(full_url, raw) for value in values for full_url, raw in bundle_entries(value, of_types=("Medication", "Patient"))]
 
 
 def read_medications(
