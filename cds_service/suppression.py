@@ -190,12 +190,7 @@ class CardGate:
         issued = [IssuedCard.from_card_json(card) for card in cards]
         patient_hash = self.ledger.patient_hash(request.fhir_server, request.patient_id)
         order_keys = self.order_keys(request, record)
-        try:
-            overrides = self.ledger.recent_overrides(patient_hash, {c.topic for c in issued}, as_of - self.policy.lookback)
-        except SQLAlchemyError as error:
-            logger.error("suppression look-up failed (%s); no card suppressed", type(error).__name__)
-            record_store_error("suppression-lookup")
-            overrides = []
+        topics = {c.topic for c in issued}
         regimen_cache: list = []
 
         def regimen():
@@ -203,24 +198,27 @@ class CardGate:
                 regimen_cache.append(call_regimen(record, self.policy.kb, as_of, request.hook))
             return regimen_cache[0]
 
-        statuses: dict[str, str] = {}  # card uuid -> suppressed | silent
-        for card in issued:
-            if any(
-                self.policy.suppressed_by(card, past, hook=request.hook, order_keys=order_keys, as_of=as_of, regimen=regimen)
-                for past in overrides
-            ):
-                statuses[card.card_uuid] = "suppressed"
-                record_suppressed(card.topic)
-            elif self.policy.is_silent(card.topic):
-                statuses[card.card_uuid] = "silent"
-        shown = response
-        if statuses:
+        def decide(overrides: list) -> tuple[dict, list[IssuedCard], dict[str, str]]:
+            """(the response shown, the cards to record, card uuid -> suppressed | silent)."""
+            statuses: dict[str, str] = {}
+            for card in issued:
+                if any(
+                    self.policy.suppressed_by(card, past, hook=request.hook, order_keys=order_keys, as_of=as_of, regimen=regimen)
+                    for past in overrides
+                ):
+                    statuses[card.card_uuid] = "suppressed"
+                    record_suppressed(card.topic)
+                elif self.policy.is_silent(card.topic):
+                    statuses[card.card_uuid] = "silent"
+            if not statuses:
+                return response, issued, statuses
             shown = rebuild({card.topic for card in issued if card.card_uuid in statuses})
-            issued = [card for card in issued if card.card_uuid in statuses]
-            issued += [IssuedCard.from_card_json(card) for card in shown.get("cards", [])]
-        try:
+            hidden = [card for card in issued if card.card_uuid in statuses]
+            return shown, hidden + [IssuedCard.from_card_json(card) for card in shown.get("cards", [])], statuses
+
+        def write(connection, cards: list[IssuedCard], statuses: dict[str, str]) -> None:
             self.ledger.record(
-                issued,
+                cards,
                 service_id=request.service.id,
                 hook=request.hook,
                 hook_instance=request.hook_instance,
@@ -231,9 +229,31 @@ class CardGate:
                 client_iss=caller.iss,
                 client_tenant=caller.tenant,
                 order_keys=tuple(order_keys),
+                connection=connection,
             )
+
+        decided = None
+        try:
+            # One transaction: the look-up and the write it leads to see the same ledger, and pay
+            # for one connection, one BEGIN and one commit.
+            with self.ledger.transaction() as connection:
+                overrides = self.ledger.recent_overrides(patient_hash, topics, as_of - self.policy.lookback, connection=connection)
+                decided = decide(overrides)
+                write(connection, decided[1], decided[2])
+            return decided[0]
         except SQLAlchemyError as error:
-            # The type only: driver messages can quote the row values. The cards still go out.
-            logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(issued))
+            if decided is not None:
+                # The type only: driver messages can quote the row values. The cards still go out.
+                logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(decided[1]))
+                record_store_error("ledger-write")
+                return decided[0]
+            logger.error("suppression look-up failed (%s); no card suppressed", type(error).__name__)
+            record_store_error("suppression-lookup")
+        decided = decide([])
+        try:
+            with self.ledger.transaction() as connection:
+                write(connection, decided[1], decided[2])
+        except SQLAlchemyError as error:
+            logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(decided[1]))
             record_store_error("ledger-write")
-        return shown
+        return decided[0]

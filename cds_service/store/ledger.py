@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Connection, Engine, bindparam, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -126,6 +126,32 @@ class IssuedCard:
         )
 
 
+# Built once: building and compiling a statement on every call cost more than running it.
+_RECENT_OVERRIDES = (
+    select(
+        issued_card.c.card_uuid,
+        issued_card.c.topic,
+        issued_card.c.indicator,
+        issued_card.c.hook,
+        issued_card.c.order_keys,
+        feedback.c.outcome,
+        feedback.c.outcome_at,
+        feedback.c.received_at,
+        feedback.c.override_reason_system,
+        feedback.c.override_reason_code,
+    )
+    .join(feedback, feedback.c.card_uuid == issued_card.c.card_uuid)
+    .where(
+        issued_card.c.patient_hash == bindparam("patient_hash"),
+        issued_card.c.topic.in_(bindparam("topics", expanding=True)),
+        feedback.c.outcome_at >= bindparam("since"),
+    )
+    .order_by(issued_card.c.card_uuid, feedback.c.outcome_at, feedback.c.id)
+)
+_INSERT_CARD = issued_card.insert()
+_INSERT_SUGGESTION = issued_suggestion.insert()
+
+
 class PastOverride(NamedTuple):
     """A card of this patient whose latest feedback is an override (see `CardLedger.recent_overrides`)."""
 
@@ -154,35 +180,22 @@ class CardLedger:
     def _keyed_hash(self, *parts: str) -> str:
         return hmac.new(self.patient_hash_key, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def recent_overrides(self, patient_hash: str, topics, since: datetime) -> list[PastOverride]:
+    def transaction(self):
+        """A writer's transaction (BEGIN IMMEDIATE on SQLite), for a look-up and the write it leads to."""
+        return self.engine.begin()
+
+    def recent_overrides(self, patient_hash: str, topics, since: datetime, *, connection: Connection | None = None) -> list[PastOverride]:
         """The patient's cards of `topics` overridden at or after `since`, by their latest feedback.
 
         One query (index ix_issued_card_patient_topic, then ix_feedback_card): every feedback of
         those cards since `since`, newest last; a card whose latest outcome is an acceptance does
         not count as overridden."""
-        query = (
-            select(
-                issued_card.c.card_uuid,
-                issued_card.c.topic,
-                issued_card.c.indicator,
-                issued_card.c.hook,
-                issued_card.c.order_keys,
-                feedback.c.outcome,
-                feedback.c.outcome_at,
-                feedback.c.received_at,
-                feedback.c.override_reason_system,
-                feedback.c.override_reason_code,
-            )
-            .join(feedback, feedback.c.card_uuid == issued_card.c.card_uuid)
-            .where(
-                issued_card.c.patient_hash == patient_hash,
-                issued_card.c.topic.in_(sorted(topics)),
-                feedback.c.outcome_at >= since,
-            )
-            .order_by(issued_card.c.card_uuid, feedback.c.outcome_at, feedback.c.id)
-        )
-        with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+        parameters = {"patient_hash": patient_hash, "topics": sorted(topics), "since": since}
+        if connection is None:
+            with self.engine.connect() as connection:
+                rows = connection.execute(_RECENT_OVERRIDES, parameters).all()
+        else:
+            rows = connection.execute(_RECENT_OVERRIDES, parameters).all()
         latest = {row.card_uuid: row for row in rows}  # ordered by time within a card: the last wins
         return [
             PastOverride(
@@ -213,6 +226,7 @@ class CardLedger:
         client_iss: str | None = None,
         client_tenant: str | None = None,
         order_keys: tuple[str, ...] = (),
+        connection: Connection | None = None,  # the caller's transaction; else one of its own
     ) -> None:
         """All cards of one response (shown or not) in one transaction."""
         if not cards:
@@ -241,10 +255,17 @@ class CardLedger:
             for card in cards
             for position, (uuid, label) in enumerate(card.suggestions)
         ]
-        with self.engine.begin() as connection:
-            connection.execute(issued_card.insert(), card_rows)
-            if suggestion_rows:
-                connection.execute(issued_suggestion.insert(), suggestion_rows)
+        if connection is None:
+            with self.engine.begin() as connection:
+                self._insert(connection, card_rows, suggestion_rows)
+        else:
+            self._insert(connection, card_rows, suggestion_rows)
+
+    @staticmethod
+    def _insert(connection: Connection, card_rows: list[dict], suggestion_rows: list[dict]) -> None:
+        connection.execute(_INSERT_CARD, card_rows)
+        if suggestion_rows:
+            connection.execute(_INSERT_SUGGESTION, suggestion_rows)
 
 
 @dataclass
