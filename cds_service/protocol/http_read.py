@@ -14,7 +14,6 @@ the URL, which may hold a patient id)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -26,6 +25,9 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from cds_service.json_parse import InvalidJson
+from cds_service.json_parse import parse_json as parse_any_json
 
 READ_CHUNK_BYTES = 16 * 1024  # compressed bytes per read: at most ~16 MiB once decompressed
 DECOMPRESS_STEP_BYTES = 1024 * 1024
@@ -233,16 +235,12 @@ def inflated(
 
 
 def parse_json(body: bytes | bytearray):
-    """The document, or `ResponseUnreadable`. Nesting is bounded by json's own recursion guard
-    (about 1,000 levels in a fetch thread), as for request bodies: the service handles any
-    document json can parse (tests/security/test_hostile_input.py), and a separate scan for depth
-    cost as much time as the parse and several times the memory."""
+    """The document, read by the service's one parser (cds_service/json_parse.py: strict JSON,
+    nesting bounded by the recursion limit), or `ResponseUnreadable` saying why not."""
     try:
-        return json.loads(body)
-    except RecursionError:
-        raise ResponseUnreadable("JSON nested too deeply") from None
-    except ValueError:
-        raise ResponseUnreadable("response is not JSON") from None
+        return parse_any_json(body)
+    except InvalidJson as exc:
+        raise ResponseUnreadable(f"response is not JSON: {exc}"[:200]) from None
 
 
 def read_json_response(

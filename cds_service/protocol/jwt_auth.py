@@ -18,7 +18,6 @@ and never the token itself."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import threading
@@ -33,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.config import ClientConfig, ConfigError, Settings
 from cds_service.errors import CdsError, Issue, unauthorized
+from cds_service.json_parse import parse_json
 from cds_service.storable import unstorable
 from cds_service.ops.metrics import record_jwt_rejected, record_store_error
 from cds_service.protocol.auth import Caller
@@ -196,7 +196,7 @@ class ClientKeys:
 
     def _load(self) -> None:
         if self.client.jwks_file is not None:
-            document = json.loads(self.client.jwks_file.read_text(encoding="utf-8"))
+            document = parse_json(self.client.jwks_file.read_bytes())
         else:
             document = self._fetch(self.client.jwks_url)
         self.keys = parse_jwks(document)
