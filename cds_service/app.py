@@ -25,7 +25,7 @@ from cds_service.ops.health import register_probes
 from cds_service.protocol.auth import Caller, anonymous_caller
 from cds_service.protocol.http_read import BodyTooLarge, ResponseUnreadable, inflated
 from cds_service.protocol.fhir_knowledge_routes import register_knowledge_routes
-from cds_service.record.build import OBSERVATION_OUTLINE
+from cds_service.record.outline import ObservationOutline
 
 logger = logging.getLogger(__name__)
 JSON = "application/json"
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     app.url_map.strict_slashes = False  # /cds-services/order-sign/ is /cds-services/order-sign
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
-    hook_body = HookBodyParser(OBSERVATION_OUTLINE)  # a history's Observations read in outline
+    hook_body = HookBodyParser(ObservationOutline)  # a history's Observations read in outline
     app.extensions["denosumab_cds"] = service
     feedback_receiver = app.extensions["denosumab_cds_feedback"] = open_feedback(settings, service)  # + card ledger
     CORS(

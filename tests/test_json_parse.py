@@ -10,14 +10,14 @@ from datetime import datetime
 import pytest
 
 from cds_service.errors import CdsError
-from cds_service.json_parse import HookBodyParser, InvalidJson, decode_deferred, parse_json
+from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
 from cds_service.protocol.auth import anonymous_caller
-from cds_service.record.build import OBSERVATION_OUTLINE
+from cds_service.record.outline import ObservationOutline
 from tests.conftest import load_scenario, scenario_paths
 from tests.requests_for_tests import baseline_request
 
 ORDER_SIGN = "/cds-services/order-sign"
-OUTLINE = HookBodyParser(OBSERVATION_OUTLINE)
+OUTLINE = HookBodyParser(ObservationOutline)
 
 
 def _post(client, body: bytes):
@@ -96,10 +96,12 @@ def test_an_observation_keeps_only_what_the_record_reads():
     calcium["performer"] = [{"reference": "Organization/lab", "display": "Central Lab"}]
     calcium["note"] = [{"text": "hemolysed?"}]
     parsed = OUTLINE.parse(json.dumps(request).encode())
-    outlined = next(r for r in _labs(parsed) if r["id"] == calcium["id"])
-    assert "performer" not in outlined and "note" not in outlined and "meta" not in outlined
-    assert outlined["code"] == calcium["code"] and outlined["subject"] == calcium["subject"]  # read by every call
-    assert decode_deferred(outlined["valueQuantity"]) == calcium["valueQuantity"]  # read when a rule reads it
+    outlined = next(r for r in _labs(parsed) if r.id == calcium["id"])
+    assert isinstance(outlined, ObservationOutline)
+    resource = outlined.resource()
+    assert "performer" not in resource and "note" not in resource and "meta" not in resource
+    assert outlined.subject_reference() == calcium["subject"]["reference"]
+    assert resource["code"] == calcium["code"] and resource["valueQuantity"] == calcium["valueQuantity"]
 
 
 def test_a_bundle_with_other_resources_is_read_whole():

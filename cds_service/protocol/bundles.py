@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cds_service.json_parse import ResourceOutline
+
 
 def bundle_resources(value) -> tuple[list, list[str]]:
     """(resources, problems): every `entry.resource` of a Bundle, or the items of a list.
@@ -24,7 +26,7 @@ def bundle_resources(value) -> tuple[list, list[str]]:
     resources, problems = [], []
     for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
+        if not isinstance(resource, (dict, ResourceOutline)):
             problems.append(f"Bundle.entry[{index}] has no resource")
             continue
         search = entry.get("search")

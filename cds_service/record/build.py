@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
-from cds_service.json_parse import Deferred, InvalidJson, decode_deferred, outline_of
+from cds_service.json_parse import InvalidJson, ResourceOutline
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
 from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, parse_resource
@@ -38,6 +38,7 @@ from cds_service.record.model import (
     Unread,
     UnreadableOrder,
 )
+from cds_service.record.outline import ObservationOutline
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
 DRAFTS = "draftOrders"  # where a draft order's problems are reported
@@ -64,12 +65,6 @@ _READ_ELEMENTS = {
     "Procedure": ("status", "subject", "code", "performedDateTime", "performedPeriod"),
     "Patient": ("birthDate", "gender"),
 }
-# A hook body's Observations are read in outline (cds_service/json_parse.py): decoded, what the
-# first pass below reads of every one (is it a lab a rule reads, whose, when); kept as JSON text
-# until `lab` reads the result, the rest of `_READ_ELEMENTS`; nothing else.
-_OBSERVATION_FIRST_PASS = ("id", "status", "code", "subject", "patient", "effectiveDateTime", "effectivePeriod",
-                           "effectiveInstant", "issued")
-OBSERVATION_OUTLINE = outline_of("Observation", _OBSERVATION_FIRST_PASS, _READ_ELEMENTS["Observation"])
 # Inside those, the dosages likewise: what `_dosage` and `medication` read (not route, site, method).
 _DOSAGE_ELEMENTS = ("text", "timing", "doseAndRate")
 _READ_DOSAGE_ELEMENTS = {
@@ -174,6 +169,7 @@ class _Builder:
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # reference ("Medication/<id>", fullUrl) -> raw Medication
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
+        self.outlined_analytes: dict[object, tuple[frozenset[str], str | None]] = {}  # an outline's code -> both
         self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
         self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
         # The subject references that name this patient (card catalog, "Patient match").
@@ -212,15 +208,6 @@ class _Builder:
         why = "it has no subject reference" if reference is None else "its subject is not this patient"
         self.skip(where, f"{raw['resourceType']} skipped: {why}", _raw_reference(raw))
         return True
-
-    def completed(self, where: str, raw: dict) -> dict | None:
-        """A resource read in outline with its deferred elements decoded; None, and reported, when
-        one of them is not JSON this service accepts (the rest of the record is read as usual)."""
-        try:
-            return {name: decode_deferred(value) if isinstance(value, Deferred) else value for name, value in raw.items()}
-        except InvalidJson as exc:
-            self.skip(where, f"{raw['resourceType']} skipped: {exc}", _raw_reference(raw))
-            return None
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
         try:
@@ -409,16 +396,53 @@ class _Builder:
     def lab_analyte(self, raw: dict) -> tuple[frozenset[str], str | None]:
         """The raw Observation's concepts and the analyte they make it (None: no rule reads it)."""
         concepts = self.kb.concepts_for_codings(_raw_codings(raw.get("code")))
+        return concepts, self.analyte_of(concepts)
+
+    def analyte_of(self, concepts: frozenset[str]) -> str | None:
         analyte = self.lab_analytes.get(concepts, _UNKNOWN)
         if analyte is _UNKNOWN:  # a handful of concept sets per call: work each out once
             analyte = self.lab_analytes[concepts] = next(
                 (a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None
             )
-        return concepts, analyte
+        return analyte
+
+    def outlined_lab(self, where: str, outline: ObservationOutline) -> Unread | None:
+        """An Observation read in outline (record/outline.py), as `lab_analyte`, `of_another_patient`
+        and `unread` take one read whole: None when no rule reads its test or it is not this patient's."""
+        code = outline.code
+        known = self.outlined_analytes.get(code)
+        if known is None:
+            concepts = self.kb.concepts_for_codings(outline.codings())
+            known = self.outlined_analytes[code] = (concepts, self.analyte_of(concepts))
+        concepts, analyte = known
+        if analyte is None:
+            return None
+        reference = outline.subject_reference()
+        if reference is None or reference not in self.patient_references:
+            why = "it has no subject reference" if reference is None else "its subject is not this patient"
+            self.skip(where, f"Observation skipped: {why}", _outline_reference(outline))
+            return None
+        build = partial(self.lab_of_outline, where, outline, concepts, analyte)
+        date = outline.date_value()
+        moment = to_datetime(date)
+        if moment is None and date is not None:  # a date the raw value does not give: validate now
+            entry = build()
+            if entry is None:
+                return None
+            moment, build = entry.effective, partial(_given, entry)
+        status = outline.status.strip() if isinstance(outline.status, str) else None
+        return Unread(moment, frozenset({analyte}), "Observation", status, build, outline.id if isinstance(outline.id, str) else None)
+
+    def lab_of_outline(self, where: str, outline: ObservationOutline, concepts: frozenset[str], analyte: str) -> LabResult | None:
+        try:
+            raw = outline.resource()
+        except InvalidJson as exc:  # one result whose text cannot be decoded: skipped, said
+            self.skip(where, f"Observation skipped: {exc}", _outline_reference(outline))
+            return None
+        return self.lab(where, raw, concepts, analyte)
 
     def lab(self, where: str, raw: dict, concepts: frozenset[str], analyte: str) -> LabResult | None:
-        raw = self.completed(where, raw)
-        model = self.parse(where, raw) if raw is not None else None
+        model = self.parse(where, raw)
         if model is None:
             return None
         effective = _when(model)
@@ -550,9 +574,12 @@ class _Builder:
             return None
         previous = None
         for raw in resources:
-            if not isinstance(raw, dict) or raw.get("resourceType") in _NOT_SORTED_TYPES:
+            if type(raw) is ObservationOutline:
+                moment = to_datetime(raw.date_value())
+            elif not isinstance(raw, dict) or raw.get("resourceType") in _NOT_SORTED_TYPES:
                 continue  # included Medications, a server's OperationOutcome
-            moment = to_datetime(_sort_date_value(raw))
+            else:
+                moment = to_datetime(_sort_date_value(raw))
             if moment is None or (previous is not None and moment > previous):
                 return None
             previous = moment
@@ -661,6 +688,11 @@ def _shown_reference(reference: str) -> str:
     """A reference as a card may show it: "Medication/<id>" (never a long or odd URL)."""
     tail = "/".join(reference.split("/")[-2:])
     return tail[:80] if tail.startswith("Medication/") else "a referenced Medication"
+
+
+def _outline_reference(outline: ResourceOutline) -> str | None:
+    ident = getattr(outline, "id", None)
+    return f"{outline.__struct_config__.tag}/{ident}" if isinstance(ident, str) else None
 
 
 def _raw_reference(raw: dict) -> str | None:
@@ -856,6 +888,11 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     unreadable_history: set[str] = set()  # categories holding a recognisable resource not read
     for where, group in inputs.resource_groups:
         for raw in group:
+            if type(raw) is ObservationOutline:  # most of a hook body's history (record/outline.py)
+                entry = builder.outlined_lab(where, raw)
+                if entry is not None:
+                    labs.append(entry)
+                continue
             resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
             if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
                 concepts, analyte = builder.lab_analyte(raw)

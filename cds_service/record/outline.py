@@ -1,0 +1,87 @@
+"""The Observation of a hook body's lab history, read in outline (cds_service/json_parse.py).
+
+A history holds hundreds of Observations, and most are of tests no rule reads. Of each, the record
+decodes only what its first pass reads (the code: which test; the subject: whose; the dates: when;
+status and id), typed so that a malformed one does not fit and its Bundle is read whole instead
+(then the record's own checks report it). The rest of what `_Builder.lab` reads stays JSON text
+until a rule reads that result; every other element is skipped, unread. `ObservationOutline.resource()`
+gives the elements as the JSON object the R4B model validates. tests/record/test_outline.py holds
+that these are exactly the elements the record reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType, field
+
+from cds_service.json_parse import Deferred, ResourceOutline
+
+
+class Coding(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    system: str | None = None
+    version: str | None = None
+    code: str | None = None
+    display: str | None = None
+    userSelected: bool | None = None
+
+
+class CodeableConcept(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Frozen, hence hashable: the first pass works out each distinct code's test once per call."""
+
+    coding: tuple[Coding, ...] = ()
+    text: str | None = None
+
+
+class Reference(msgspec.Struct, gc=False, omit_defaults=True):
+    reference: str | None = None  # all the patient match reads
+
+
+class Period(msgspec.Struct, gc=False, omit_defaults=True):
+    start: str | None = None
+    end: str | None = None
+
+
+class ObservationOutline(ResourceOutline, tag="Observation"):
+    # decoded: read of every Observation
+    id: Any = UNSET
+    status: Any = UNSET
+    code: CodeableConcept | UnsetType = UNSET
+    subject: Reference | UnsetType = UNSET
+    patient: Reference | UnsetType = UNSET  # not R4's name, but read as the subject when sent
+    effectiveDateTime: str | UnsetType = UNSET
+    effectivePeriod: Period | UnsetType = UNSET
+    effectiveInstant: str | UnsetType = UNSET
+    issued: str | UnsetType = UNSET
+    # kept as text: read when a rule reads the result
+    valueQuantity: Deferred | UnsetType = UNSET
+    valueCodeableConcept: Deferred | UnsetType = UNSET
+    valueString: Deferred | UnsetType = UNSET
+    referenceRange: Deferred | UnsetType = UNSET
+    interpretation: Deferred | UnsetType = UNSET
+    # the primitive elements' extensions (FHIR JSON's `_status`), validated with their elements
+    status_extension: Deferred | UnsetType = field(default=UNSET, name="_status")
+    effective_date_time_extension: Deferred | UnsetType = field(default=UNSET, name="_effectiveDateTime")
+    effective_instant_extension: Deferred | UnsetType = field(default=UNSET, name="_effectiveInstant")
+    issued_extension: Deferred | UnsetType = field(default=UNSET, name="_issued")
+    value_string_extension: Deferred | UnsetType = field(default=UNSET, name="_valueString")
+
+    def subject_reference(self) -> str | None:
+        for element in (self.subject, self.patient):
+            if element is not UNSET:
+                return element.reference
+        return None
+
+    def date_value(self) -> str | None:
+        """The first of the record's Observation date paths that has a value (build._DATE_PATHS)."""
+        period = self.effectivePeriod if self.effectivePeriod is not UNSET else None
+        for value in (self.effectiveDateTime, period and period.end, period and period.start, self.effectiveInstant, self.issued):
+            if value:
+                return value
+        return None
+
+    def codings(self) -> tuple[tuple[str, str], ...]:
+        """(system, code) of each coding that has both."""
+        if self.code is UNSET:
+            return ()
+        return tuple((c.system, c.code) for c in self.code.coding if c.system is not None and c.code is not None)
