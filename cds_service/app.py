@@ -87,7 +87,13 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     app.url_map.strict_slashes = False  # /cds-services/order-sign/ is /cds-services/order-sign
     app.json.sort_keys = False
     service = hook_service or HookService(settings, clock=clock or utc_now)
-    hook_body = HookBodyParser(ObservationOutline)  # a history's Observations read in outline
+    hook_bodies = {  # per service: a history's Observations read in outline, in one pass
+        definition.id: HookBodyParser(
+            ObservationOutline, prefetch_keys=tuple(t.key for t in definition.prefetch),
+            outlined_keys=frozenset(t.key for t in definition.prefetch if t.resource_type == "Observation"),
+        )
+        for definition in service.services.values()
+    }
     app.extensions["denosumab_cds"] = service
     feedback_receiver = app.extensions["denosumab_cds_feedback"] = open_feedback(settings, service)  # + card ledger
     CORS(
@@ -150,7 +156,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
         g.service_id = service_id
         caller = authenticate()
         service.service(service_id)  # 404 before reading a body for a service that does not exist
-        outcome = service.evaluate(service_id, _read_json_body(hook_body.parse), caller)
+        outcome = service.evaluate(service_id, _read_json_body(hook_bodies[service_id].parse), caller)
         g.outcome = outcome
         headers = {"X-Skipped-Resources": str(len(outcome.skipped))} if outcome.skipped else None
         return _json_response(outcome.response, headers=headers)

@@ -111,26 +111,46 @@ def _element_names(outline: type) -> tuple[tuple[str, str], ...]:
     return names
 
 
-def _bundle_decoder(resource_outline: type) -> msgspec.json.Decoder:
+def _outlined_bundle(resource_outline: type) -> type:
     entry = TypedDict("OutlinedEntry", {"fullUrl": Any, "search": Any, "resource": resource_outline}, total=False)
-    bundle = TypedDict("OutlinedBundle", {
+    return TypedDict("OutlinedBundle", {
         "resourceType": Literal["Bundle"], "type": Any, "total": Any, "link": Any, "entry": list[entry],
     }, total=False)
-    return msgspec.json.Decoder(bundle)
+
+
+_BODY_FIELDS = {"hook": Any, "hookInstance": Any, "fhirServer": Any, "fhirAuthorization": Any, "context": Any, "extension": Any}
 
 
 class HookBodyParser:
-    """Reads hook request bodies, with the prefetch Bundles of `resource_outline`'s kind in outline."""
+    """Reads the hook request bodies of one service, its prefetch Bundles of `resource_outline`'s
+    kind in outline. With the service's prefetch keys, and those that search for that kind
+    (`outlined_keys`), a body is read in one pass: those keys' Bundles in outline, the others
+    whole (a key the service does not ask for is not read). A body that does not fit (such a
+    key holding an OperationOutcome, say) is read in two: each prefetch value tried in outline."""
 
-    _ENVELOPE = msgspec.json.Decoder(TypedDict("HookBody", {
-        "hook": Any, "hookInstance": Any, "fhirServer": Any, "fhirAuthorization": Any, "context": Any,
-        "extension": Any, "prefetch": dict[str, Deferred] | None,
-    }, total=False))
+    _ENVELOPE = msgspec.json.Decoder(TypedDict("HookBody", _BODY_FIELDS | {"prefetch": dict[str, Deferred] | None}, total=False))
 
-    def __init__(self, resource_outline: type):
-        self._bundle = _bundle_decoder(resource_outline)
+    def __init__(self, resource_outline: type, *, prefetch_keys: tuple[str, ...] = (), outlined_keys: frozenset[str] = frozenset()):
+        self._bundle = msgspec.json.Decoder(_outlined_bundle(resource_outline))
+        self._one_pass = None
+        self._whole_keys = tuple(key for key in prefetch_keys if key not in outlined_keys)
+        if outlined_keys:
+            bundle = _outlined_bundle(resource_outline)
+            prefetch = TypedDict("Prefetch", {key: bundle | None for key in outlined_keys} | dict.fromkeys(self._whole_keys, Deferred), total=False)
+            self._one_pass = msgspec.json.Decoder(TypedDict("OnePassHookBody", _BODY_FIELDS | {"prefetch": prefetch | None}, total=False))
 
     def parse(self, data: bytes | bytearray | memoryview) -> object:
+        if self._one_pass is not None:
+            try:
+                body = _decode(self._one_pass, data)
+            except msgspec.ValidationError:
+                pass  # read in two passes below
+            else:
+                prefetch = body.get("prefetch")
+                for key in self._whole_keys if prefetch else ():
+                    if key in prefetch:
+                        prefetch[key] = decode_deferred(prefetch[key])
+                return body
         try:
             body = _decode(self._ENVELOPE, data)
         except msgspec.ValidationError:  # not an object, or prefetch not one: decoded whole, for

@@ -166,3 +166,33 @@ def _without_uuids(response: dict) -> dict:
         for suggestion in card.get("suggestions", []):
             suggestion.pop("uuid", None)
     return found
+
+
+def _same_documents(first, second) -> bool:
+    """Equal once outlines are their elements (two outlines are equal only as the same object)."""
+    def plain(value):
+        if isinstance(value, ObservationOutline):
+            return ("outline", json.dumps(value.resource(), sort_keys=True))
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+    return plain(first) == plain(second)
+
+
+@pytest.mark.parametrize("labs", ["bundle", "operation-outcome", "null", "outcome-entry"])
+def test_one_pass_and_two_passes_read_a_body_alike(labs):
+    request = baseline_request()
+    if labs == "operation-outcome":
+        request["prefetch"]["labResults"] = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
+    elif labs == "null":
+        request["prefetch"]["labResults"] = None
+    elif labs == "outcome-entry":
+        request["prefetch"]["labResults"]["entry"].append(
+            {"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "incomplete"}]},
+             "search": {"mode": "outcome"}})
+    body = json.dumps(request).encode()
+    keys = tuple(request["prefetch"])
+    one_pass = HookBodyParser(ObservationOutline, prefetch_keys=keys, outlined_keys=frozenset({"labResults"}))
+    assert _same_documents(one_pass.parse(body), OUTLINE.parse(body))
