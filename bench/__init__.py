@@ -1,1 +1,1 @@
-"""Performance benchmark of the service against its framework floor: `python3 -m bench`."""
+"""Performance benchmark of the service against the bare framework (bench/floor_app.py): `python3 -m bench`."""

@@ -1,4 +1,5 @@
-"""Closed-loop load: N client threads, each with its own connection, POSTing one body.
+"""Closed-loop load: N client threads, each with its own connection, POSTing one body (or the
+next of a `Bodies` callable's, e.g. a bench.patient.PatientRotation: one body for many patients).
 
 A connection is kept alive while the server keeps it open; when the server closes it after an
 answer (gunicorn's sync workers do), the next request opens a new one, as an EHR's client would.
@@ -13,10 +14,12 @@ import http.client
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+Bodies = Callable[[], bytes]  # each call: the body of the next request
 
 
 @dataclass
@@ -85,15 +88,29 @@ def post_once(url: str, body: bytes, *, timeout: float = 30.0) -> tuple[int, byt
         conn.close()
 
 
+def get_once(url: str, *, timeout: float = 30.0) -> tuple[int, bytes, float]:
+    """One GET on a fresh connection: (status, body, milliseconds)."""
+    conn, path = _connection(url, timeout)
+    try:
+        started = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, data, (time.perf_counter() - started) * 1000
+    finally:
+        conn.close()
+
+
 def run_load(
-    url: str, body: bytes, *, clients: int, requests: int, max_seconds: float, timeout: float = 30.0,
+    url: str, body: bytes | Bodies, *, clients: int, requests: int, max_seconds: float, timeout: float = 30.0,
 ) -> LoadResult:
-    """`clients` threads POST `body` back to back until `requests` answers or `max_seconds`."""
+    """`clients` threads POST `body` (or `body()`, the next body each time) back to back until
+    `requests` answers or `max_seconds`."""
     result = LoadResult(clients)
     lock = threading.Lock()
     issued = 0
     deadline = time.monotonic() + max_seconds
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    next_body = body if callable(body) else lambda: body
 
     def take_ticket() -> bool:
         nonlocal issued
@@ -107,9 +124,11 @@ def run_load(
         conn, path = _connection(url, timeout)
         try:
             while take_ticket():
+                data = next_body()  # made before the clock starts: only the server's answer is timed
+                headers = {"Content-Type": "application/json", "Content-Length": str(len(data))}
                 started = time.perf_counter()
                 try:
-                    conn.request("POST", path, body=body, headers=headers)
+                    conn.request("POST", path, body=data, headers=headers)
                     response = conn.getresponse()
                     response.read()
                     status = response.status

@@ -6,12 +6,22 @@ albumin, eGFR and vitamin D series in both mass and molar units, a medication hi
 RxNorm and NDC, encounter diagnoses in ICD-10-CM and SNOMED CT, and procedures in CPT, CDT and
 SNOMED CT. A few resources carry the usual EHR slips (date-times without a zone, vendor fields).
 
+By default the patient's newest labs are 45 days old, so the Prolia order gets one card
+(calcium-monitoring: no calcium in the last 30 days) and the service writes it to its card
+ledger; `newest_labs_days_ago=QUIET_LABS_DAYS_AGO` is the same patient well managed (no card).
+`lean=True` is the same history as a leaner EHR sends it (about half the bytes): no `meta`,
+display strings, extra codings, identifiers, performers, encounter references, issue times,
+concept or reference-range text, or search modes (`lean_resource`).
+
 Nothing here is committed as data: `heavy_patient(seed=..., observations=...)` builds it in
-well under a second, identical for the same arguments.
+well under a second, identical for the same arguments. `PatientRotation` gives one request body
+for many patients (same bytes but the patient id), so that a card ledger holds a realistic
+number of cards per patient however many calls the benchmark makes.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +42,9 @@ US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 BASE_URL = "https://ehr.example.org/fhir/r4"
 
 PATIENT_ID = "pat-heavy-0001"
+ROTATED_ID = "pat-heavy-{:04d}"  # the same length as PATIENT_ID: every rotated body has the same size
+CARD_LABS_DAYS_AGO = 45  # the default: one card (calcium-monitoring)
+QUIET_LABS_DAYS_AGO = 14  # well managed: no card
 PRACTITIONER_ID = "prac-5120"
 DRAFT_ID = "draft-prolia-heavy"
 
@@ -147,6 +160,7 @@ class HeavyPatient:
     patient: dict
     by_key: dict[str, list[dict]] = field(default_factory=dict)
     draft_order: dict = field(default_factory=dict)
+    lean: bool = False  # Bundles without search modes too (see `lean_resource`)
 
     def counts(self) -> dict[str, int]:
         return {key: len(items) for key, items in self.by_key.items()}
@@ -378,15 +392,47 @@ class _Generator:
         return result
 
 
+# What a lean EHR export leaves out (all optional in R4 and US Core): only codes, values, dates,
+# statuses and references are kept.
+LEAN_DROPPED_KEYS = frozenset({"meta", "display", "identifier", "extension", "performer", "issued", "address", "encounter"})
+
+
+def lean_resource(value):
+    """`value` as a leaner EHR sends it: no `LEAN_DROPPED_KEYS`, one coding per concept (the
+    standard code first in every concept here: LOINC, RxNorm, ICD-10-CM, CPT), no concept text,
+    no human unit beside a UCUM code, reference ranges as bare bounds (value and unit, no text).
+    Dosage instructions keep their text."""
+    if isinstance(value, list):
+        return [lean_resource(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "low" in value or "high" in value:  # a reference range: the lab's bounds as value and unit
+        return {key: {"value": bound["value"], "unit": bound["unit"]} for key, bound in value.items() if key in ("low", "high")}
+    out = {}
+    for key, item in value.items():
+        if key in LEAN_DROPPED_KEYS:
+            continue
+        if key == "coding":
+            item = item[:1]
+        elif key == "text" and "coding" in value:
+            continue  # a concept's text, not a dosage's
+        elif key == "unit" and "code" in value and value.get("system") == UCUM:
+            continue
+        out[key] = lean_resource(item)
+    return out
+
+
 def heavy_patient(
     *, seed: int = 20261125, observations: int = 400, medications: int = 60, conditions: int = 40,
-    procedures: int = 30, years: float = 5.0, as_of: datetime | None = None, newest_labs_days_ago: int = 14,
+    procedures: int = 30, years: float = 5.0, as_of: datetime | None = None,
+    newest_labs_days_ago: int = CARD_LABS_DAYS_AGO, lean: bool = False,
 ) -> HeavyPatient:
     """The same arguments give the same patient; `as_of` (default: today, 00:00 UTC) is the day of
     the hook call, so the history stays five years back and the last dose six months back.
 
-    With the newest labs two weeks old the patient is well managed (no card); at 45 days the
-    order gets the calcium-monitoring card (no calcium in the last 30 days)."""
+    With the newest labs 45 days old (the default) the order gets the calcium-monitoring card (no
+    calcium in the last 30 days); two weeks old (QUIET_LABS_DAYS_AGO) the patient is well managed
+    (no card). `lean=True`: the same resources through `lean_resource` (the same values and cards)."""
     as_of = as_of or datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     gen = _Generator(seed, years, as_of)
     patient = {
@@ -412,10 +458,40 @@ def heavy_patient(
     draft["dosageInstruction"][0]["timing"] = {"repeat": {"frequency": 1, "period": 6, "periodUnit": "mo"}}
     draft["reasonCode"] = [{"coding": [{"system": ICD10CM, "code": "M81.0"}]}]
     draft["encounter"] = {"reference": "Encounter/enc-today"}
-    return HeavyPatient(patient=patient, by_key=by_key, draft_order=draft)
+    if lean:
+        by_key = {key: lean_resource(items) for key, items in by_key.items()}
+        patient, draft = by_key["patient"][0], lean_resource(draft)
+    return HeavyPatient(patient=patient, by_key=by_key, draft_order=draft, lean=lean)
 
 
-def searchset(resources: list[dict], *, base: str = BASE_URL, next_url: str | None = None, total: int | None = None) -> dict:
+class PatientRotation:
+    """One request body for `patients` patients: each call gives the next patient's body (ids
+    ROTATED_ID from `first` on, the same length as PATIENT_ID, round and round), and
+    `body_for(n)` patient n's. Safe to call from several client threads.
+
+    The service writes each card to its ledger and, before answering, looks up the patient's
+    earlier cards of the same topics: one patient called thousands of times would make that
+    look-up read thousands of rows (a real patient has a few dozen cards), so the benchmark
+    spreads its calls over many patients. Every body has the same bytes but the id."""
+
+    def __init__(self, body: bytes, *, patients: int = 1000, first: int = 0):
+        if first + patients > 10_000:
+            raise ValueError("ROTATED_ID has four digits: at most 10,000 patients")
+        self.parts = body.split(PATIENT_ID.encode())
+        self.patients = patients
+        self.first = first
+        self.size = len(body)  # of every body
+        self._next = itertools.count()  # next() on it is atomic: one patient per call across threads
+
+    def body_for(self, n: int) -> bytes:
+        return ROTATED_ID.format(self.first + n % self.patients).encode().join(self.parts)
+
+    def __call__(self) -> bytes:
+        return self.body_for(next(self._next))
+
+
+def searchset(resources: list[dict], *, base: str = BASE_URL, next_url: str | None = None, total: int | None = None,
+              search_modes: bool = True) -> dict:
     bundle = {
         "resourceType": "Bundle",
         "id": str(uuid.UUID(int=len(resources) + 1)),
@@ -423,7 +499,7 @@ def searchset(resources: list[dict], *, base: str = BASE_URL, next_url: str | No
         "total": len(resources) if total is None else total,
         "link": [{"relation": "self", "url": base}],
         "entry": [
-            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, **({"search": {"mode": "match"}} if search_modes else {})}
             for r in resources
         ],
     }
@@ -457,5 +533,5 @@ def order_select_request(
         body["prefetch"] = {"patient": heavy.patient}
         for key, resources in heavy.by_key.items():
             if key != "patient":
-                body["prefetch"][key] = searchset(resources)
+                body["prefetch"][key] = searchset(resources, search_modes=not heavy.lean)
     return body

@@ -2,10 +2,13 @@
 
     python3 -m bench.profile                    # 400 Observations, cProfile top functions
     python3 -m bench.profile --observations 10000 --pyinstrument
+    python3 -m bench.profile --no-card          # the well-managed patient: no card, no ledger write
 
 Prints the cost of each stage (JSON parse, record build, and the record build with validation
 switched off: what the R4B validation itself costs), the garbage collections per call with the
-worker's GC settings, then a profile. pyinstrument is optional (pip install pyinstrument).
+worker's GC settings, then a profile. pyinstrument is optional (pip install pyinstrument). The
+patient is the benchmark's default, whose order gets one card (written to a temporary card
+ledger); bench/hot_path.py times the card's pieces (suppression look-up, ledger write) one by one.
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--observations", type=int, default=400)
     parser.add_argument("--repeats", type=int, help="calls per measurement (default: ~20,000 Observations' worth)")
     parser.add_argument("--pyinstrument", action="store_true", help="profile with pyinstrument instead of cProfile")
+    parser.add_argument("--no-card", action="store_true", help="the patient well managed: its order gets no card")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime", help="cProfile sort key, e.g. cumulative (default: tottime)")
     args = parser.parse_args(argv)
     os.environ[FLOOR_ENV_VAR] = "1"  # the floor route, to show the whole call beside it
     os.environ.setdefault("DENOSUMAB_CDS_STORE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='denosumab-profile-')}/store.sqlite3")
 
-    from bench.patient import heavy_patient, order_select_request
+    from bench.patient import CARD_LABS_DAYS_AGO, QUIET_LABS_DAYS_AGO, heavy_patient, order_select_request
     from cds_service.app import create_app
     from cds_service.cli import GC_YOUNG_THRESHOLD
     from cds_service.config import Settings
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(Settings(max_body_bytes=1 << 30), clock=lambda: as_of)
     service = app.extensions["denosumab_cds"]
     client = app.test_client()
-    heavy = heavy_patient(observations=args.observations)
+    heavy = heavy_patient(observations=args.observations,
+                          newest_labs_days_ago=QUIET_LABS_DAYS_AGO if args.no_card else CARD_LABS_DAYS_AGO)
     body = json.dumps(order_select_request(heavy), separators=(",", ":")).encode()
     document = json.loads(body)
     resource_groups = list(heavy.by_key.items())

@@ -1,9 +1,12 @@
-"""Start `denosumab-cds serve` (gunicorn, real worker processes) for the benchmark, and watch it.
+"""Start the benchmark's two gunicorn servers (real worker processes), and watch them.
 
-The service runs from the checkout that holds this bench/ (the same code as the console script
-`denosumab-cds serve`, started as `python -m cds_service.cli serve`), with a configuration that
-allows the loopback FHIR server, no JWT, a body limit large enough for the scaling runs, and the
-benchmark floor route switched on (DENOSUMAB_CDS_BENCH_FLOOR=1).
+`start_service`: `denosumab-cds serve` from the checkout that holds this bench/ (the same code as
+the console script, started as `python -m cds_service.cli serve`), with a configuration that
+allows the loopback FHIR server, no JWT, a body limit large enough for the scaling runs, a
+private SQLite card ledger, and the in-app floor route switched on (DENOSUMAB_CDS_BENCH_FLOOR=1).
+
+`start_bare_floor`: bench/floor_app.py, a Flask app that imports nothing but Flask, under gunicorn
+with the service's worker count and worker class (`bare_floor_options`): the bare framework.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR_ENV_VAR = "DENOSUMAB_CDS_BENCH_FLOOR"
-FLOOR_PATH = "/bench/floor"
+FLOOR_PATH = "/bench/floor"  # the in-app floor: a route of the service itself
+BARE_FLOOR_PATH = "/cds-services/order-select"  # bench/floor_app.py: the hook's own path
 
 
 def free_port() -> int:
@@ -66,13 +70,16 @@ def children_of(pid: int) -> list[int]:
 
 
 @dataclass
-class Service:
+class Served:
+    """A gunicorn server the benchmark started: its master process, port and log, and its workers."""
+
     process: subprocess.Popen
     port: int
     workers: int
-    config_path: Path
     log_path: Path
     started_at: float  # time.perf_counter() when the process was spawned
+    ready_path: str = "/cds-services"  # GET; answered with `ready_status` once a worker serves
+    ready_status: int = 200
 
     @property
     def base_url(self) -> str:
@@ -92,22 +99,22 @@ class Service:
         return {pid: rss for pid in self.worker_pids() if (rss := rss_kib(pid)) is not None}
 
     def wait_ready(self, timeout: float = 30.0) -> float:
-        """Seconds from spawn until discovery answers 200 (and every worker is forked)."""
+        """Seconds from spawn until `ready_path` answers and every worker is forked."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"{self.log_path.name}: the server exited with {self.process.returncode}; see {self.log_path}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/cds-services")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return time.perf_counter() - self.started_at
+                conn.request("GET", self.ready_path)
+                answered = conn.getresponse().status == self.ready_status
                 conn.close()
+                if answered and len(self.worker_pids()) >= self.workers:
+                    return time.perf_counter() - self.started_at
             except OSError:
                 pass
             time.sleep(0.01)
-        raise RuntimeError(f"the service did not answer within {timeout} s; see {self.log_path}")
+        raise RuntimeError(f"the server did not answer within {timeout} s; see {self.log_path}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -123,6 +130,13 @@ class Service:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@dataclass
+class Service(Served):
+    """`denosumab-cds serve`; its configuration, log and card ledger are in `log_path.parent`."""
+
+    config_path: Path | None = None
 
 
 def write_config(directory: Path, *, port: int, workers: int, fhir_base: str | None, max_body_bytes: int,
@@ -170,4 +184,50 @@ def start_service(
             [sys.executable, "-m", "cds_service.cli", "serve", "--config", str(config)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-    return Service(process, port, workers, config, log_path, started)
+    return Service(process=process, port=port, workers=workers, log_path=log_path, started_at=started, config_path=config)
+
+
+def bare_floor_options(workers: int = 2) -> list[str]:
+    """The service's gunicorn worker settings (cds_service.cli.gunicorn_options, default [server]
+    settings but `workers`) as gunicorn command-line options, for the bare floor: the same number
+    of workers, the same kind (gunicorn's own `sync` or `gthread`; the service's classes only
+    subclass them to word malformed-HTTP answers), threads, timeout and recycling."""
+    from cds_service.cli import gunicorn_options
+    from cds_service.config import Settings
+    from cds_service.workers import WORKER_CLASSES
+
+    options = gunicorn_options(Settings(workers=workers))
+    kind = next(name for name, worker_class in WORKER_CLASSES.items() if worker_class == options["worker_class"])
+    args = ["--workers", str(options["workers"]), "--worker-class", kind, "--timeout", str(options["timeout"])]
+    if kind == "gthread":
+        args += ["--threads", str(options["threads"])]
+    if options["max_requests"]:
+        args += ["--max-requests", str(options["max_requests"]), "--max-requests-jitter", str(options["max_requests_jitter"])]
+    return args
+
+
+def _has_gunicorn_setting(name: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(setting.name == name for setting in KNOWN_SETTINGS)
+
+
+def start_bare_floor(*, workers: int = 2, work_dir: Path | None = None) -> Served:
+    """bench/floor_app.py under gunicorn, with the service's worker settings (`bare_floor_options`)."""
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix="denosumab-bench-floor-"))
+    port = free_port()
+    log_path = work_dir / "bare-floor.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    command = [sys.executable, "-m", "gunicorn", *bare_floor_options(workers), "--bind", f"127.0.0.1:{port}"]
+    if _has_gunicorn_setting("control_socket_disable"):
+        # Newer gunicorns open a control socket at one path per user: a second server must not take it
+        # from the service (or from any other gunicorn of this user). The workers do not use it.
+        command.append("--no-control-socket")
+    command.append("bench.floor_app:app")
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # It has no GET route: GET on the hook's path answers 405 once a worker serves.
+    return Served(process=process, port=port, workers=workers, log_path=log_path, started_at=started,
+                  ready_path=BARE_FLOOR_PATH, ready_status=405)
