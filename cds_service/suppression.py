@@ -216,9 +216,16 @@ class CardGate:
             hidden = [card for card in issued if card.card_uuid in statuses]
             return shown, hidden + [IssuedCard.from_card_json(card) for card in shown.get("cards", [])], statuses
 
-        def write(connection, cards: list[IssuedCard], statuses: dict[str, str]) -> None:
+        try:
+            overrides = self.ledger.recent_overrides(patient_hash, topics, as_of - self.policy.lookback)
+        except SQLAlchemyError as error:
+            logger.error("suppression look-up failed (%s); no card suppressed", type(error).__name__)
+            record_store_error("suppression-lookup")
+            overrides = []
+        shown, recorded, statuses = decide(overrides)
+        try:
             self.ledger.record(
-                cards,
+                recorded,
                 service_id=request.service.id,
                 hook=request.hook,
                 hook_instance=request.hook_instance,
@@ -229,31 +236,9 @@ class CardGate:
                 client_iss=caller.iss,
                 client_tenant=caller.tenant,
                 order_keys=tuple(order_keys),
-                connection=connection,
             )
-
-        decided = None
-        try:
-            # One transaction: the look-up and the write it leads to see the same ledger, and pay
-            # for one connection, one BEGIN and one commit.
-            with self.ledger.transaction() as connection:
-                overrides = self.ledger.recent_overrides(patient_hash, topics, as_of - self.policy.lookback, connection=connection)
-                decided = decide(overrides)
-                write(connection, decided[1], decided[2])
-            return decided[0]
         except SQLAlchemyError as error:
-            if decided is not None:
-                # The type only: driver messages can quote the row values. The cards still go out.
-                logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(decided[1]))
-                record_store_error("ledger-write")
-                return decided[0]
-            logger.error("suppression look-up failed (%s); no card suppressed", type(error).__name__)
-            record_store_error("suppression-lookup")
-        decided = decide([])
-        try:
-            with self.ledger.transaction() as connection:
-                write(connection, decided[1], decided[2])
-        except SQLAlchemyError as error:
-            logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(decided[1]))
+            # The type only: driver messages can quote the row values. The cards still go out.
+            logger.error("card ledger write failed (%s); %d card(s) not recorded", type(error).__name__, len(recorded))
             record_store_error("ledger-write")
-        return decided[0]
+        return shown

@@ -26,14 +26,17 @@ def bundle_resources(value) -> tuple[list, list[str]]:
     resources, problems = [], []
     for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, (dict, ResourceOutline)):
+        if not isinstance(resource, _RESOURCE_KINDS):
             problems.append(f"Bundle.entry[{index}] has no resource")
             continue
         search = entry.get("search")
-        if isinstance(search, dict) and search.get("mode") == "outcome":
+        if search is not None and isinstance(search, dict) and search.get("mode") == "outcome":
             continue
         resources.append(resource)
     return resources, problems
+
+
+_RESOURCE_KINDS = (dict, ResourceOutline)  # a resource read whole, or in outline (cds_service/json_parse.py)
 
 
 def next_link(bundle) -> str | None:

@@ -1,10 +1,10 @@
 """One SQLAlchemy engine per process for the configured store.
 
-Store faults must not outlive the fault: every connection is pinged before use, and a
-connection that hit an operational error is thrown away (with the pool), so the service works
-again as soon as the store does. A SQLite file removed or replaced under the running service is
-detected at the start and at the commit of every transaction: the write fails (503 for feedback)
-rather than going, acknowledged, into a file nobody will read again."""
+Store faults must not outlive the fault: every connection to a database server is pinged before
+use, and a connection that hit an operational error is thrown away (with the pool), so the
+service works again as soon as the store does. A SQLite file removed or replaced under the
+running service is detected at the start and at the commit of every transaction: the write fails
+(503 for feedback) rather than going, acknowledged, into a file nobody will read again."""
 
 from __future__ import annotations
 
@@ -122,7 +122,10 @@ def create_store_engine(url: str | None = None) -> Engine:
         on_disk = parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:")
         if on_disk:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, pool_pre_ping=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # No ping before each use: a connection to a local file does not go stale as a server's
+        # does, and what can break it (the file replaced, an I/O error) the watch and the
+        # operational-error handler below deal with; the ping cost a round trip per transaction.
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         if on_disk:
             _watch_sqlite_file(engine, os.path.abspath(parsed.database))

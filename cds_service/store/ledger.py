@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, event, select
+from sqlalchemy import Engine, bindparam, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -168,6 +168,9 @@ class PastOverride(NamedTuple):
 class CardLedger:
     engine: Engine
     patient_hash_key: bytes = field(repr=False)
+    # For the suppression look-up: on SQLite a reader's BEGIN, which never waits for another
+    # worker's write (WAL), where the writer's BEGIN IMMEDIATE would queue every look-up behind it.
+    reader: Engine | None = None
 
     def patient_hash(self, fhir_server: str | None, patient_id: str) -> str:
         # Patient ids are unique per FHIR server only, so the server is part of what is hashed.
@@ -180,21 +183,14 @@ class CardLedger:
     def _keyed_hash(self, *parts: str) -> str:
         return hmac.new(self.patient_hash_key, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def transaction(self):
-        """A writer's transaction (BEGIN IMMEDIATE on SQLite), for a look-up and the write it leads to."""
-        return self.engine.begin()
-
-    def recent_overrides(self, patient_hash: str, topics, since: datetime, *, connection: Connection | None = None) -> list[PastOverride]:
+    def recent_overrides(self, patient_hash: str, topics, since: datetime) -> list[PastOverride]:
         """The patient's cards of `topics` overridden at or after `since`, by their latest feedback.
 
         One query (index ix_issued_card_patient_topic, then ix_feedback_card): every feedback of
         those cards since `since`, newest last; a card whose latest outcome is an acceptance does
         not count as overridden."""
         parameters = {"patient_hash": patient_hash, "topics": sorted(topics), "since": since}
-        if connection is None:
-            with self.engine.connect() as connection:
-                rows = connection.execute(_RECENT_OVERRIDES, parameters).all()
-        else:
+        with (self.reader or self.engine).connect() as connection:
             rows = connection.execute(_RECENT_OVERRIDES, parameters).all()
         latest = {row.card_uuid: row for row in rows}  # ordered by time within a card: the last wins
         return [
@@ -226,7 +222,6 @@ class CardLedger:
         client_iss: str | None = None,
         client_tenant: str | None = None,
         order_keys: tuple[str, ...] = (),
-        connection: Connection | None = None,  # the caller's transaction; else one of its own
     ) -> None:
         """All cards of one response (shown or not) in one transaction."""
         if not cards:
@@ -255,17 +250,10 @@ class CardLedger:
             for card in cards
             for position, (uuid, label) in enumerate(card.suggestions)
         ]
-        if connection is None:
-            with self.engine.begin() as connection:
-                self._insert(connection, card_rows, suggestion_rows)
-        else:
-            self._insert(connection, card_rows, suggestion_rows)
-
-    @staticmethod
-    def _insert(connection: Connection, card_rows: list[dict], suggestion_rows: list[dict]) -> None:
-        connection.execute(_INSERT_CARD, card_rows)
-        if suggestion_rows:
-            connection.execute(_INSERT_SUGGESTION, suggestion_rows)
+        with self.engine.begin() as connection:
+            connection.execute(_INSERT_CARD, card_rows)
+            if suggestion_rows:
+                connection.execute(_INSERT_SUGGESTION, suggestion_rows)
 
 
 @dataclass
@@ -287,10 +275,12 @@ def open_store(settings: Settings) -> Store:
         engine = open_engine(url)
         migrate(engine)
         key = _patient_hash_key(settings, engine)
+        reader = open_engine(url, read_only=True)
     except (SQLAlchemyError, OSError) as error:
         cause = getattr(error, "orig", None) or error
         raise ConfigError(f"cannot open the store at {describe_url(url)}: {type(cause).__name__}: {cause}") from None
     # No connection survives start-up: gunicorn forks workers after this, and a pooled
     # connection must never be shared by two processes.
     engine.dispose()
-    return Store(url=url, engine=engine, ledger=CardLedger(engine, key))
+    reader.dispose()
+    return Store(url=url, engine=engine, ledger=CardLedger(engine, key, reader=reader))

@@ -322,7 +322,9 @@ def test_the_look_up_is_one_query_per_call_with_cards_and_none_without(settings)
     ward = Ward(settings, finding("dental-clearance", "warning"), finding("calcium-monitoring", "warning"))
     ward.override(ward.call()["dental-clearance"], "dental-exam-done-elsewhere")
     statements: list[str] = []
-    event.listen(ward.engine, "before_cursor_execute", lambda *args: statements.append(args[2].lstrip().split()[0].upper()))
+    ledger = ward.app.extensions["denosumab_cds"].card_gate.ledger
+    for engine in {ledger.engine, ledger.reader}:  # the look-up reads through its reader's connections
+        event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2].lstrip().split()[0].upper()))
     ward.call()
     reads = [s for s in statements if s == "SELECT"]
     assert len(reads) == 1  # the suppression look-up; the rest is the ledger write
