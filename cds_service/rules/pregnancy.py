@@ -70,11 +70,12 @@ def evaluate(ctx: RuleContext) -> Finding | None:
             current.append(diagnosis)
         else:
             stale.append((diagnosis, ended))
-    recent = recent_tests(ctx) if tests_apply_to_patient(ctx, positive=True) else ()
+    recent = recent_tests(ctx)  # (whether tests apply is asked only when there are some: it reads diagnoses)
+    recent = recent if recent and tests_apply_to_patient(ctx, positive=True) else ()
     positives = [lab for lab in recent if result_of(ctx, lab) == "positive" and ended_by(ctx, lab.effective, outcomes) is None]
     if current or positives:
         return pregnant_finding(ctx, current, positives, recent)
-    recent = recent if tests_apply_to_patient(ctx) else ()
+    recent = recent if recent and tests_apply_to_patient(ctx) else ()
     equivocal = next((lab for lab in recent if result_of(ctx, lab) == "equivocal"), None)
     if equivocal is not None and ended_by(ctx, equivocal.effective, outcomes) is None:
         return equivocal_finding(ctx, equivocal)
