@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, *, hook_service: HookService | 
     hook_bodies = {  # per service: a history's Observations read in outline, in one pass
         definition.id: HookBodyParser(
             ObservationOutline, prefetch_keys=tuple(t.key for t in definition.prefetch),
-            outlined_keys=frozenset(t.key for t in definition.prefetch if t.resource_type == "Observation"),
+            outlined_keys=frozenset(t.key for t in definition.prefetch if t.resource_type == ObservationOutline.kind()),
         )
         for definition in service.services.values()
     }

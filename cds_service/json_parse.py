@@ -22,6 +22,7 @@ resource). Any other prefetch value, and a Bundle that does not fit the outline,
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal, TypedDict
 
@@ -33,7 +34,6 @@ _LONE_SURROGATE = re.compile(  # a high surrogate escape without its low one, or
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
 _ANY = msgspec.json.Decoder()
-_ENCODER = msgspec.json.Encoder()
 
 
 class InvalidJson(ValueError):
@@ -84,31 +84,31 @@ class ResourceOutline(msgspec.Struct, tag_field="resourceType", gc=False):
     ones typed as they are read, `Deferred` ones kept as text; every element absent is UNSET.
     Cheaper than a dict to make and to free, and never tracked by the garbage collector."""
 
+    @classmethod
+    def kind(cls) -> str:
+        """Its resourceType."""
+        return cls.__struct_config__.tag
+
     def resource(self) -> dict:
         """The outline as the JSON object of its elements (deferred ones decoded; InvalidJson
         when one cannot be)."""
-        resource = {"resourceType": self.__struct_config__.tag}
+        resource = {"resourceType": self.kind()}
         for attribute, name in _element_names(type(self)):
             value = getattr(self, attribute)
             if value is msgspec.UNSET:
                 continue
             if isinstance(value, Deferred):
                 value = decode_deferred(value)
-            elif isinstance(value, msgspec.Struct):  # via JSON text: arrays as lists, as a whole decode gives
-                value = _ANY.decode(_ENCODER.encode(value))
+            elif isinstance(value, msgspec.Struct):
+                value = msgspec.to_builtins(value)
             resource[name] = value
         return resource
 
 
-_ELEMENT_NAMES: dict[type, tuple[tuple[str, str], ...]] = {}
-
-
+@functools.cache
 def _element_names(outline: type) -> tuple[tuple[str, str], ...]:
-    """(attribute, JSON name) of each element of an outline type (`_status` is `ext_status`)."""
-    names = _ELEMENT_NAMES.get(outline)
-    if names is None:
-        names = _ELEMENT_NAMES[outline] = tuple(zip(outline.__struct_fields__, outline.__struct_encode_fields__))
-    return names
+    """(attribute, JSON name) of each element of an outline type (`_status` is `status_extension`)."""
+    return tuple(zip(outline.__struct_fields__, outline.__struct_encode_fields__))
 
 
 def _outlined_bundle(resource_outline: type) -> type:
@@ -125,17 +125,19 @@ class HookBodyParser:
     """Reads the hook request bodies of one service, its prefetch Bundles of `resource_outline`'s
     kind in outline. With the service's prefetch keys, and those that search for that kind
     (`outlined_keys`), a body is read in one pass: those keys' Bundles in outline, the others
-    whole (a key the service does not ask for is not read). A body that does not fit (such a
-    key holding an OperationOutcome, say) is read in two: each prefetch value tried in outline."""
+    whole; a key the service does not ask for is not read, in either pass. A body that does not
+    fit (such a key holding an OperationOutcome, say) is read in two: each prefetch value tried
+    in outline."""
 
     _ENVELOPE = msgspec.json.Decoder(TypedDict("HookBody", _BODY_FIELDS | {"prefetch": dict[str, Deferred] | None}, total=False))
 
     def __init__(self, resource_outline: type, *, prefetch_keys: tuple[str, ...] = (), outlined_keys: frozenset[str] = frozenset()):
-        self._bundle = msgspec.json.Decoder(_outlined_bundle(resource_outline))
+        bundle = _outlined_bundle(resource_outline)
+        self._bundle = msgspec.json.Decoder(bundle)
         self._one_pass = None
+        self._keys = frozenset(prefetch_keys)  # none given: every key is read
         self._whole_keys = tuple(key for key in prefetch_keys if key not in outlined_keys)
         if outlined_keys:
-            bundle = _outlined_bundle(resource_outline)
             prefetch = TypedDict("Prefetch", {key: bundle | None for key in outlined_keys} | dict.fromkeys(self._whole_keys, Deferred), total=False)
             self._one_pass = msgspec.json.Decoder(TypedDict("OnePassHookBody", _BODY_FIELDS | {"prefetch": prefetch | None}, total=False))
 
@@ -157,7 +159,9 @@ class HookBodyParser:
             return parse_json(data)      # the request's own validation to say what is wrong
         prefetch = body.get("prefetch")
         if prefetch:
-            body["prefetch"] = {key: self._prefetch_value(text) for key, text in prefetch.items()}
+            body["prefetch"] = {
+                key: self._prefetch_value(text) for key, text in prefetch.items() if not self._keys or key in self._keys
+            }
         return body
 
     def _prefetch_value(self, text: Deferred) -> object:

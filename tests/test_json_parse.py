@@ -12,6 +12,7 @@ import pytest
 from cds_service.errors import CdsError
 from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
 from cds_service.protocol.auth import anonymous_caller
+from cds_service.record.build import _subject_reference
 from cds_service.record.outline import ObservationOutline
 from tests.conftest import load_scenario, scenario_paths
 from tests.requests_for_tests import baseline_request
@@ -100,7 +101,7 @@ def test_an_observation_keeps_only_what_the_record_reads():
     assert isinstance(outlined, ObservationOutline)
     resource = outlined.resource()
     assert "performer" not in resource and "note" not in resource and "meta" not in resource
-    assert outlined.subject_reference() == calcium["subject"]["reference"]
+    assert _subject_reference(outlined) == calcium["subject"]["reference"]
     assert resource["code"] == calcium["code"] and resource["valueQuantity"] == calcium["valueQuantity"]
 
 

@@ -30,7 +30,7 @@ def bundle_resources(value) -> tuple[list, list[str]]:
             problems.append(f"Bundle.entry[{index}] has no resource")
             continue
         search = entry.get("search")
-        if search is not None and isinstance(search, dict) and search.get("mode") == "outcome":
+        if isinstance(search, dict) and search.get("mode") == "outcome":
             continue
         resources.append(resource)
     return resources, problems

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
+from msgspec import UNSET
+
 from cds_service.json_parse import InvalidJson, ResourceOutline
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
@@ -38,7 +40,7 @@ from cds_service.record.model import (
     Unread,
     UnreadableOrder,
 )
-from cds_service.record.outline import ObservationOutline
+from cds_service.record.outline import ObservationOutline, Reference
 from cds_service.record.units import analyte_units, qualitative_vocabulary
 
 DRAFTS = "draftOrders"  # where a draft order's problems are reported
@@ -125,12 +127,28 @@ def _raw_names(codeable) -> tuple[str, ...]:
 _SUBJECT_ELEMENTS = ("subject", "patient")  # R4 names it subject; a few resources (and DSTU2) patient
 
 
-def _subject_reference(raw: dict) -> str | None:
+def _subject_reference(raw) -> str | None:
+    """The subject's reference of a resource read whole, or in outline."""
     for key in _SUBJECT_ELEMENTS:
-        ref = raw.get(key)
+        ref = _element(raw, key)
         if isinstance(ref, dict):
             return ref.get("reference") if isinstance(ref.get("reference"), str) else None
+        if isinstance(ref, Reference):
+            return ref.reference
     return None
+
+
+def _element(raw, name: str):
+    """An element of a resource read whole (a dict) or in outline (None when absent)."""
+    if isinstance(raw, dict):
+        return raw.get(name)
+    value = getattr(raw, name, None)
+    return None if value is UNSET else value
+
+
+def _kind(raw) -> str | None:
+    """The resourceType of a resource read whole, or in outline."""
+    return raw.kind() if isinstance(raw, ResourceOutline) else raw.get("resourceType")
 
 
 # --- model helpers (second pass: validated R4B models) -----------------------------------------
@@ -169,7 +187,6 @@ class _Builder:
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # reference ("Medication/<id>", fullUrl) -> raw Medication
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
-        self.outlined_analytes: dict[object, tuple[frozenset[str], str | None]] = {}  # an outline's code -> both
         self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
         self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
         # The subject references that name this patient (card catalog, "Patient match").
@@ -197,16 +214,17 @@ class _Builder:
     def skip(self, where: str, description: str, reference: str | None = None) -> None:
         self.skipped.append(SkippedResource(where, description, reference))
 
-    def of_another_patient(self, where: str, raw: dict) -> bool:
+    def of_another_patient(self, where: str, raw) -> bool:
         """True, and reported, unless the resource's subject is exactly this patient: Patient/<id>,
         <fhirServer>/Patient/<id> or the urn:uuid fullUrl of this patient's Patient in the request.
         Anything else (another id or server, Group, lower case, display only, #contained, none)
-        is never used. Asked only of resources a rule could read (past the code filter)."""
+        is never used. Asked only of resources a rule could read (past the code filter). `raw`:
+        a resource read whole, or in outline."""
         reference = _subject_reference(raw)
         if reference is not None and reference in self.patient_references:
             return False
         why = "it has no subject reference" if reference is None else "its subject is not this patient"
-        self.skip(where, f"{raw['resourceType']} skipped: {why}", _raw_reference(raw))
+        self.skip(where, f"{_kind(raw)} skipped: {why}", _raw_reference(raw))
         return True
 
     def parse(self, where: str, raw: dict, *, draft: bool = False):
@@ -393,51 +411,24 @@ class _Builder:
         )
 
     # labs ---------------------------------------------------------------------------------------
-    def lab_analyte(self, raw: dict) -> tuple[frozenset[str], str | None]:
-        """The raw Observation's concepts and the analyte they make it (None: no rule reads it)."""
-        concepts = self.kb.concepts_for_codings(_raw_codings(raw.get("code")))
-        return concepts, self.analyte_of(concepts)
-
-    def analyte_of(self, concepts: frozenset[str]) -> str | None:
+    def lab_analyte(self, raw) -> tuple[frozenset[str], str | None]:
+        """The Observation's concepts (read whole, or in outline) and the analyte they make it
+        (None: no rule reads it)."""
+        codings = raw.codings() if type(raw) is ObservationOutline else _raw_codings(raw.get("code"))
+        concepts = self.kb.concepts_for_codings(codings)
         analyte = self.lab_analytes.get(concepts, _UNKNOWN)
         if analyte is _UNKNOWN:  # a handful of concept sets per call: work each out once
             analyte = self.lab_analytes[concepts] = next(
                 (a for a in sorted(concepts) if a in self.units or a in QUALITATIVE_ANALYTES), None
             )
-        return analyte
-
-    def outlined_lab(self, where: str, outline: ObservationOutline) -> Unread | None:
-        """An Observation read in outline (record/outline.py), as `lab_analyte`, `of_another_patient`
-        and `unread` take one read whole: None when no rule reads its test or it is not this patient's."""
-        code = outline.code
-        known = self.outlined_analytes.get(code)
-        if known is None:
-            concepts = self.kb.concepts_for_codings(outline.codings())
-            known = self.outlined_analytes[code] = (concepts, self.analyte_of(concepts))
-        concepts, analyte = known
-        if analyte is None:
-            return None
-        reference = outline.subject_reference()
-        if reference is None or reference not in self.patient_references:
-            why = "it has no subject reference" if reference is None else "its subject is not this patient"
-            self.skip(where, f"Observation skipped: {why}", _outline_reference(outline))
-            return None
-        build = partial(self.lab_of_outline, where, outline, concepts, analyte)
-        date = outline.date_value()
-        moment = to_datetime(date)
-        if moment is None and date is not None:  # a date the raw value does not give: validate now
-            entry = build()
-            if entry is None:
-                return None
-            moment, build = entry.effective, partial(_given, entry)
-        status = outline.status.strip() if isinstance(outline.status, str) else None
-        return Unread(moment, frozenset({analyte}), "Observation", status, build, outline.id if isinstance(outline.id, str) else None)
+        return concepts, analyte
 
     def lab_of_outline(self, where: str, outline: ObservationOutline, concepts: frozenset[str], analyte: str) -> LabResult | None:
+        """`lab` of an Observation read in outline (record/outline.py), once a rule reads it."""
         try:
             raw = outline.resource()
         except InvalidJson as exc:  # one result whose text cannot be decoded: skipped, said
-            self.skip(where, f"Observation skipped: {exc}", _outline_reference(outline))
+            self.skip(where, f"Observation skipped: {exc}", _raw_reference(outline))
             return None
         return self.lab(where, raw, concepts, analyte)
 
@@ -541,19 +532,20 @@ class _Builder:
             codings=_codings(model.code),
         )
 
-    def unread(self, raw: dict, concepts: frozenset[str], build, date_of=None) -> Unread | None:
-        """A history entry, validated by `build` when first read. One whose date cannot be read
-        from the raw JSON is validated now, to know where it belongs (`date_of` the built entry;
-        kinds without dates, conditions, have none); None when it proves unusable."""
+    def unread(self, raw, concepts: frozenset[str], build, date_of=None) -> Unread | None:
+        """A history entry (read whole, or in outline), validated by `build` when first read. One
+        whose date cannot be read from the raw JSON is validated now, to know where it belongs
+        (`date_of` the built entry; kinds without dates, conditions, have none); None when it
+        proves unusable."""
         moment = _when(raw)
-        status = raw["status"].strip() if isinstance(raw.get("status"), str) else None
+        status, resource_id = _element(raw, "status"), _element(raw, "id")
         if moment is None and date_of is not None and _date_value(raw) is not None:
             entry = build()
             if entry is None:
                 return None
             moment, build = date_of(entry), partial(_given, entry)
-        resource_id = raw["id"] if isinstance(raw.get("id"), str) else None
-        return Unread(moment, concepts, raw["resourceType"], status, build, resource_id)
+        return Unread(moment, concepts, _kind(raw), status.strip() if isinstance(status, str) else None, build,
+                      resource_id if isinstance(resource_id, str) else None)
 
     def coded_entries(self, resources, build_entry, date_of=None) -> list[Unread]:
         """History entries of resources coded in `code` (procedures, conditions): those whose code
@@ -575,7 +567,7 @@ class _Builder:
         previous = None
         for raw in resources:
             if type(raw) is ObservationOutline:
-                moment = to_datetime(raw.date_value())
+                moment = _when(raw)  # Observations sort by the date the record reads
             elif not isinstance(raw, dict) or raw.get("resourceType") in _NOT_SORTED_TYPES:
                 continue  # included Medications, a server's OperationOutcome
             else:
@@ -610,8 +602,8 @@ _DATE_STEPS = {kind: tuple(tuple(path.split(".")) for path in paths) for kind, p
 
 
 def _date_value(resource):
-    """The value at the first of the resource's date paths that has one, raw JSON (dict) or
-    validated model alike; None when none has."""
+    """The value at the first of the resource's date paths that has one, raw JSON (dict), outline
+    or validated model alike (UNSET, an outline's absent element, is false); None when none has."""
     if isinstance(resource, dict):
         for steps in _DATE_STEPS.get(resource.get("resourceType"), ()):
             value = resource
@@ -620,7 +612,8 @@ def _date_value(resource):
             if value:
                 return value
         return None
-    for steps in _DATE_STEPS.get(resource.get_resource_type(), ()):
+    kind = resource.kind() if isinstance(resource, ResourceOutline) else resource.get_resource_type()
+    for steps in _DATE_STEPS.get(kind, ()):
         value = resource
         for name in steps:
             value = getattr(value, name, None)
@@ -690,13 +683,8 @@ def _shown_reference(reference: str) -> str:
     return tail[:80] if tail.startswith("Medication/") else "a referenced Medication"
 
 
-def _outline_reference(outline: ResourceOutline) -> str | None:
-    ident = getattr(outline, "id", None)
-    return f"{outline.__struct_config__.tag}/{ident}" if isinstance(ident, str) else None
-
-
-def _raw_reference(raw: dict) -> str | None:
-    kind, ident = raw.get("resourceType"), raw.get("id")
+def _raw_reference(raw) -> str | None:
+    kind, ident = _kind(raw), _element(raw, "id")
     return f"{kind}/{ident}" if isinstance(kind, str) and isinstance(ident, str) else None
 
 
@@ -888,16 +876,12 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
     unreadable_history: set[str] = set()  # categories holding a recognisable resource not read
     for where, group in inputs.resource_groups:
         for raw in group:
-            if type(raw) is ObservationOutline:  # most of a hook body's history (record/outline.py)
-                entry = builder.outlined_lab(where, raw)
-                if entry is not None:
-                    labs.append(entry)
-                continue
-            resource_type = raw.get("resourceType") if isinstance(raw, dict) else None
+            outlined = type(raw) is ObservationOutline  # most of a hook body's history (record/outline.py)
+            resource_type = "Observation" if outlined else raw.get("resourceType") if isinstance(raw, dict) else None
             if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
                 concepts, analyte = builder.lab_analyte(raw)
                 if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
-                    build = partial(builder.lab, where, raw, concepts, analyte)
+                    build = partial(builder.lab_of_outline if outlined else builder.lab, where, raw, concepts, analyte)
                     labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
                 continue
             if not isinstance(resource_type, str):

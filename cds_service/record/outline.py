@@ -18,7 +18,7 @@ from msgspec import UNSET, UnsetType, field
 from cds_service.json_parse import Deferred, ResourceOutline
 
 
-class Coding(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+class Coding(msgspec.Struct, gc=False, omit_defaults=True):
     system: str | None = None
     version: str | None = None
     code: str | None = None
@@ -26,10 +26,8 @@ class Coding(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     userSelected: bool | None = None
 
 
-class CodeableConcept(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
-    """Frozen, hence hashable: the first pass works out each distinct code's test once per call."""
-
-    coding: tuple[Coding, ...] = ()
+class CodeableConcept(msgspec.Struct, gc=False, omit_defaults=True):
+    coding: list[Coding] = []
     text: str | None = None
 
 
@@ -66,22 +64,8 @@ class ObservationOutline(ResourceOutline, tag="Observation"):
     issued_extension: Deferred | UnsetType = field(default=UNSET, name="_issued")
     value_string_extension: Deferred | UnsetType = field(default=UNSET, name="_valueString")
 
-    def subject_reference(self) -> str | None:
-        for element in (self.subject, self.patient):
-            if element is not UNSET:
-                return element.reference
-        return None
-
-    def date_value(self) -> str | None:
-        """The first of the record's Observation date paths that has a value (build._DATE_PATHS)."""
-        period = self.effectivePeriod if self.effectivePeriod is not UNSET else None
-        for value in (self.effectiveDateTime, period and period.end, period and period.start, self.effectiveInstant, self.issued):
-            if value:
-                return value
-        return None
-
     def codings(self) -> tuple[tuple[str, str], ...]:
-        """(system, code) of each coding that has both."""
+        """(system, code) of each coding that has both, as build._raw_codings gives them."""
         if self.code is UNSET:
             return ()
         return tuple((c.system, c.code) for c in self.code.coding if c.system is not None and c.code is not None)

@@ -7,7 +7,7 @@ import json
 import msgspec
 
 from cds_service.json_parse import HookBodyParser
-from cds_service.record.build import _READ_ELEMENTS, _SUBJECT_ELEMENTS
+from cds_service.record.build import _READ_ELEMENTS, _SUBJECT_ELEMENTS, _subject_reference
 from cds_service.record.outline import ObservationOutline
 from tests.requests_for_tests import baseline_request
 
@@ -34,7 +34,7 @@ def test_an_outline_gives_back_the_read_elements_as_sent():
                   if name in set(ObservationOutline.__struct_encode_fields__) | {"resourceType"}}
         # Of the subject only its reference is read (the patient match); all else as sent.
         assert resource.pop("subject") == {"reference": wanted.pop("subject")["reference"]}
-        assert outline.subject_reference() == sent["resource"]["subject"]["reference"]
+        assert _subject_reference(outline) == sent["resource"]["subject"]["reference"]
         assert resource == wanted
 
 
