@@ -138,7 +138,7 @@ class HookBodyParser:
         self._keys = frozenset(prefetch_keys)  # none given: every key is read
         self._whole_keys = tuple(key for key in prefetch_keys if key not in outlined_keys)
         if outlined_keys:
-            prefetch = TypedDict("Prefetch", {key: bundle | None for key in outlined_keys} | dict.fromkeys(self._whole_keys, Deferred), total=False)
+            prefetch = TypedDict("Prefetch", {key: bundle | None for key in outlined_keys} | dict.fromkeys(self._whole_keys, Any), total=False)
             self._one_pass = msgspec.json.Decoder(TypedDict("OnePassHookBody", _BODY_FIELDS | {"prefetch": prefetch | None}, total=False))
 
     def parse(self, data: bytes | bytearray | memoryview) -> object:
@@ -148,10 +148,6 @@ class HookBodyParser:
             except msgspec.ValidationError:
                 pass  # read in two passes below
             else:
-                prefetch = body.get("prefetch")
-                for key in self._whole_keys if prefetch else ():
-                    if key in prefetch:
-                        prefetch[key] = decode_deferred(prefetch[key])
                 return body
         try:
             body = _decode(self._ENVELOPE, data)

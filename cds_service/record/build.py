@@ -20,7 +20,7 @@ from functools import partial
 
 from msgspec import UNSET
 
-from cds_service.json_parse import InvalidJson, ResourceOutline
+from cds_service.json_parse import InvalidJson, ResourceOutline, decode_deferred
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
 from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, parse_resource
@@ -187,6 +187,7 @@ class _Builder:
         self.skipped: list[SkippedResource] = list(inputs.skipped)
         self.medication_index: dict[str, dict] = {}  # reference ("Medication/<id>", fullUrl) -> raw Medication
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
+        self.outline_analytes: dict[bytes, tuple[frozenset[str], str | None]] = {}  # an outline's code text -> the same
         self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
         self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
         # The subject references that name this patient (card catalog, "Patient match").
@@ -411,10 +412,23 @@ class _Builder:
         )
 
     # labs ---------------------------------------------------------------------------------------
-    def lab_analyte(self, raw) -> tuple[frozenset[str], str | None]:
+    def lab_analyte(self, where: str, raw) -> tuple[frozenset[str], str | None]:
         """The Observation's concepts (read whole, or in outline) and the analyte they make it
         (None: no rule reads it)."""
-        codings = raw.codings() if type(raw) is ObservationOutline else _raw_codings(raw.get("code"))
+        if type(raw) is not ObservationOutline:
+            return self.analyte_of(_raw_codings(raw.get("code")))
+        code = bytes(raw.code) if raw.code is not UNSET else b""
+        found = self.outline_analytes.get(code)
+        if found is None:  # a handful of code texts per call, each decoded once
+            try:
+                codings = _raw_codings(decode_deferred(raw.code)) if code else ()
+            except InvalidJson as exc:  # a number out of range, say: that one result is skipped, said
+                self.skip(where, f"Observation skipped: {exc}", _raw_reference(raw))
+                return frozenset(), None
+            found = self.outline_analytes[code] = self.analyte_of(codings)
+        return found
+
+    def analyte_of(self, codings: tuple[tuple[str, str], ...]) -> tuple[frozenset[str], str | None]:
         concepts = self.kb.concepts_for_codings(codings)
         analyte = self.lab_analytes.get(concepts, _UNKNOWN)
         if analyte is _UNKNOWN:  # a handful of concept sets per call: work each out once
@@ -879,7 +893,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
             outlined = type(raw) is ObservationOutline  # most of a hook body's history (record/outline.py)
             resource_type = "Observation" if outlined else raw.get("resourceType") if isinstance(raw, dict) else None
             if resource_type == "Observation":  # most of a history, and needing nothing else: read at once
-                concepts, analyte = builder.lab_analyte(raw)
+                concepts, analyte = builder.lab_analyte(where, raw)
                 if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
                     build = partial(builder.lab_of_outline if outlined else builder.lab, where, raw, concepts, analyte)
                     labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))

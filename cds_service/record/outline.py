@@ -1,10 +1,12 @@
 """The Observation of a hook body's lab history, read in outline (cds_service/json_parse.py).
 
 A history holds hundreds of Observations, and most are of tests no rule reads. Of each, the record
-decodes only what its first pass reads (the code: which test; the subject: whose; the dates: when;
-status and id), typed so that a malformed one does not fit and its Bundle is read whole instead
-(then the record's own checks report it). The rest of what `_Builder.lab` reads stays JSON text
-until a rule reads that result; every other element is skipped, unread. `ObservationOutline.resource()`
+decodes only what its first pass reads (the subject: whose; the dates: when; status and id), typed
+so that a malformed one does not fit and its Bundle is read whole instead (then the record's own
+checks report it). The code (which test) stays JSON text: the Observations of one test carry the
+same code, byte for byte, so the record decodes each distinct code text once per call. The rest of
+what `_Builder.lab` reads stays JSON text until a rule reads that result; every other element is
+skipped, unread. `ObservationOutline.resource()`
 gives the elements as the JSON object the R4B model validates. tests/record/test_outline.py holds
 that these are exactly the elements the record reads."""
 
@@ -16,19 +18,6 @@ import msgspec
 from msgspec import UNSET, UnsetType, field
 
 from cds_service.json_parse import Deferred, ResourceOutline
-
-
-class Coding(msgspec.Struct, gc=False, omit_defaults=True):
-    system: str | None = None
-    version: str | None = None
-    code: str | None = None
-    display: str | None = None
-    userSelected: bool | None = None
-
-
-class CodeableConcept(msgspec.Struct, gc=False, omit_defaults=True):
-    coding: list[Coding] = []
-    text: str | None = None
 
 
 class Reference(msgspec.Struct, gc=False, omit_defaults=True):
@@ -44,14 +33,15 @@ class ObservationOutline(ResourceOutline, tag="Observation"):
     # decoded: read of every Observation
     id: Any = UNSET
     status: Any = UNSET
-    code: CodeableConcept | UnsetType = UNSET
     subject: Reference | UnsetType = UNSET
     patient: Reference | UnsetType = UNSET  # not R4's name, but read as the subject when sent
     effectiveDateTime: str | UnsetType = UNSET
     effectivePeriod: Period | UnsetType = UNSET
     effectiveInstant: str | UnsetType = UNSET
     issued: str | UnsetType = UNSET
-    # kept as text: read when a rule reads the result
+    # kept as text: the code read once per distinct text (build._Builder.lab_analyte), the rest
+    # when a rule reads the result
+    code: Deferred | UnsetType = UNSET
     valueQuantity: Deferred | UnsetType = UNSET
     valueCodeableConcept: Deferred | UnsetType = UNSET
     valueString: Deferred | UnsetType = UNSET
@@ -64,8 +54,3 @@ class ObservationOutline(ResourceOutline, tag="Observation"):
     issued_extension: Deferred | UnsetType = field(default=UNSET, name="_issued")
     value_string_extension: Deferred | UnsetType = field(default=UNSET, name="_valueString")
 
-    def codings(self) -> tuple[tuple[str, str], ...]:
-        """(system, code) of each coding that has both, as build._raw_codings gives them."""
-        if self.code is UNSET:
-            return ()
-        return tuple((c.system, c.code) for c in self.code.coding if c.system is not None and c.code is not None)

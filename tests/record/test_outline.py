@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-import msgspec
+import pytest
 
 from cds_service.json_parse import HookBodyParser
-from cds_service.record.build import _READ_ELEMENTS, _SUBJECT_ELEMENTS, _subject_reference
+from cds_service.knowledge import load_knowledge
+from cds_service.record.build import _READ_ELEMENTS, _SUBJECT_ELEMENTS, RecordInputs, _subject_reference, build_record
 from cds_service.record.outline import ObservationOutline
 from tests.requests_for_tests import baseline_request
 
@@ -38,9 +39,45 @@ def test_an_outline_gives_back_the_read_elements_as_sent():
         assert resource == wanted
 
 
-def test_a_malformed_code_does_not_fit_and_the_bundle_is_read_whole():
+def _labs_read(request: dict, *, outlined: bool):
+    """The record's lab results and skipped resources from the request's labResults, its
+    Observations read in outline (as a hook body is) or whole."""
+    body = json.dumps(request).encode()
+    parsed = HookBodyParser(ObservationOutline).parse(body) if outlined else json.loads(body)
+    resources = [entry["resource"] for entry in parsed["prefetch"]["labResults"]["entry"]]
+    assert all(isinstance(r, ObservationOutline) for r in resources) == outlined
+    record = build_record(RecordInputs(patient_id=request["context"]["patientId"],
+                                       resource_groups=[("labResults", resources)]), load_knowledge())
+    labs = sorted((lab.analyte, lab.id, lab.value, lab.codings) for lab in record.labs)
+    return labs, [(s.where, s.description, s.reference) for s in record.skipped]
+
+
+@pytest.mark.parametrize("code", [
+    {"coding": {"system": "http://loinc.org", "code": "17861-6"}},  # coding not an array
+    {"coding": [{"system": "http://loinc.org", "code": 17861}]},  # the code a number
+    {"coding": [None, "17861-6", {"system": "http://loinc.org"}]},
+    "17861-6",
+    {"text": "Calcium"},
+    {"coding": [{"system": "http://loinc.org", "code": "17861-6", "display": "Calcium [Mass/volume] in Serum or Plasma"}]},
+    {"coding": [{"code": "17861-6", "system": "http://loinc.org"}], "text": "Ca"},  # same test, other text
+])
+def test_a_code_in_outline_is_read_as_the_whole_resource_is(code):
     request = baseline_request()
-    request["prefetch"]["labResults"]["entry"][0]["resource"]["code"] = {"coding": {"system": "http://loinc.org"}}
-    parsed = HookBodyParser(ObservationOutline).parse(json.dumps(request).encode())
-    assert parsed["prefetch"]["labResults"] == request["prefetch"]["labResults"]  # plain dicts, as sent
-    assert not any(isinstance(e["resource"], msgspec.Struct) for e in parsed["prefetch"]["labResults"]["entry"])
+    entries = request["prefetch"]["labResults"]["entry"]
+    entries[0]["resource"]["code"] = code
+    entries.append(json.loads(json.dumps(entries[0])))  # a second result with the same code text
+    entries[-1]["resource"]["id"] += "-again"
+    assert _labs_read(request, outlined=True) == _labs_read(request, outlined=False)
+
+
+def test_a_code_that_cannot_be_decoded_skips_that_result_and_says_so():
+    request = baseline_request()
+    resource = request["prefetch"]["labResults"]["entry"][0]["resource"]
+    body = json.dumps(request).replace(json.dumps(resource["code"]), '{"coding":[{"system":"http://loinc.org","code":"17861-6","version":1e400}]}', 1)
+    parsed = HookBodyParser(ObservationOutline).parse(body.encode())
+    resources = [entry["resource"] for entry in parsed["prefetch"]["labResults"]["entry"]]
+    record = build_record(RecordInputs(patient_id=request["context"]["patientId"],
+                                       resource_groups=[("labResults", resources)]), load_knowledge())
+    assert resource["id"] not in {lab.id for lab in record.labs}
+    assert [(s.where, s.reference) for s in record.skipped] == [("labResults", f"Observation/{resource['id']}")]
+    assert "out of range" in record.skipped[0].description
