@@ -54,10 +54,7 @@ def _sqlite_explicit_transactions(engine: Engine, begin: str) -> None:
     first write). Writers use BEGIN IMMEDIATE: a deferred transaction that reads and then writes
     fails with SQLITE_BUSY when another process wrote in between (busy_timeout does not help
     there); IMMEDIATE waits its turn instead. Readers use a plain BEGIN: one consistent snapshot."""
-
-    @event.listens_for(engine, "connect")
-    def _driver_autocommit(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
+    _sqlite_driver_autocommit(engine)
 
     @event.listens_for(engine, "begin")
     def _begin(connection):
@@ -73,6 +70,25 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
     elif read_only:
         engine = engine.execution_options(isolation_level="REPEATABLE READ")
     return engine
+
+
+def open_lookup_engine(url: str) -> Engine:
+    """An engine for reads of one statement each (the suppression look-up, on every call with
+    cards): one statement is its own snapshot in SQLite's autocommit mode and in PostgreSQL's
+    READ COMMITTED, so neither a BEGIN nor a chosen isolation level is sent (each cost the
+    look-up a round of the driver). It never waits for another worker's write (WAL)."""
+    engine = create_store_engine(url)
+    if engine.dialect.name == "sqlite":
+        _sqlite_driver_autocommit(engine)
+    return engine
+
+
+def _sqlite_driver_autocommit(engine: Engine) -> None:
+    """The driver starts no transaction of its own (Python's sqlite3 would, before a write)."""
+
+    @event.listens_for(engine, "connect")
+    def _driver_autocommit(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
 
 
 def describe_url(url: str) -> str:
@@ -168,8 +184,8 @@ class PastOverride(NamedTuple):
 class CardLedger:
     engine: Engine
     patient_hash_key: bytes = field(repr=False)
-    # For the suppression look-up: on SQLite a reader's BEGIN, which never waits for another
-    # worker's write (WAL), where the writer's BEGIN IMMEDIATE would queue every look-up behind it.
+    # For the suppression look-up (open_lookup_engine), where the writer's BEGIN IMMEDIATE would
+    # queue every look-up behind another worker's write.
     reader: Engine | None = None
 
     def patient_hash(self, fhir_server: str | None, patient_id: str) -> str:
@@ -275,7 +291,7 @@ def open_store(settings: Settings) -> Store:
         engine = open_engine(url)
         migrate(engine)
         key = _patient_hash_key(settings, engine)
-        reader = open_engine(url, read_only=True)
+        reader = open_lookup_engine(url)
     except (SQLAlchemyError, OSError) as error:
         cause = getattr(error, "orig", None) or error
         raise ConfigError(f"cannot open the store at {describe_url(url)}: {type(cause).__name__}: {cause}") from None
