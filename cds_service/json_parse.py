@@ -111,8 +111,15 @@ def _element_names(outline: type) -> tuple[tuple[str, str], ...]:
     return tuple(zip(outline.__struct_fields__, outline.__struct_encode_fields__))
 
 
+class EntrySearch(msgspec.Struct, gc=False):
+    """An outlined Bundle entry's `search`: its mode (match, include, outcome) is all that is read."""
+
+    mode: Any = None
+
+
 def _outlined_bundle(resource_outline: type) -> type:
-    entry = TypedDict("OutlinedEntry", {"fullUrl": Any, "search": Any, "resource": resource_outline}, total=False)
+    # No fullUrl: only a Medication's or a Patient's is read (they are never outlined).
+    entry = TypedDict("OutlinedEntry", {"search": EntrySearch, "resource": resource_outline}, total=False)
     return TypedDict("OutlinedBundle", {
         "resourceType": Literal["Bundle"], "type": Any, "total": Any, "link": Any, "entry": list[entry],
     }, total=False)

@@ -12,6 +12,7 @@ import pytest
 from cds_service.errors import CdsError
 from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
 from cds_service.protocol.auth import anonymous_caller
+from cds_service.protocol.bundles import bundle_resources, holds_fewer_than_its_total
 from cds_service.record.build import _subject_reference
 from cds_service.record.outline import ObservationOutline
 from tests.conftest import load_scenario, scenario_paths
@@ -113,6 +114,28 @@ def test_a_bundle_with_other_resources_is_read_whole():
     )
     parsed = OUTLINE.parse(json.dumps(request).encode())
     assert parsed["prefetch"]["labResults"] == request["prefetch"]["labResults"]
+
+
+@pytest.mark.parametrize("total_beyond_matches", [0, 1])
+def test_an_outlined_bundle_s_search_modes_are_read_as_a_whole_one_s(total_beyond_matches):
+    """Included and outcome entries do not count as matches (an EHR that capped its prefetch),
+    and an outcome entry is left out, whether the Bundle is read in outline or whole."""
+    request = baseline_request()
+    bundle = request["prefetch"]["labResults"]
+    entries = bundle["entry"]
+    assert len(entries) >= 3
+    entries[0]["search"] = {"mode": "include"}
+    entries[1]["search"] = {"mode": "outcome"}
+    entries[2].pop("search", None)
+    bundle["total"] = len(entries) - 2 + total_beyond_matches  # the include and the outcome are not matches
+    body = json.dumps(request).encode()
+    outlined, whole = OUTLINE.parse(body)["prefetch"]["labResults"], json.loads(body)["prefetch"]["labResults"]
+    assert all(isinstance(entry["resource"], ObservationOutline) for entry in outlined["entry"])
+    assert holds_fewer_than_its_total(outlined) == holds_fewer_than_its_total(whole) == bool(total_beyond_matches)
+    (outlined_resources, outlined_problems), (whole_resources, whole_problems) = bundle_resources(outlined), bundle_resources(whole)
+    assert [r.id for r in outlined_resources] == [r["id"] for r in whole_resources]
+    assert entries[1]["resource"]["id"] not in {r["id"] for r in whole_resources}
+    assert outlined_problems == whole_problems == []
 
 
 def test_an_unread_element_that_cannot_be_decoded_costs_nothing(client):

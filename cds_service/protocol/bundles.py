@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds_service.json_parse import ResourceOutline
+from cds_service.json_parse import EntrySearch, ResourceOutline
 
 
 def bundle_resources(value) -> tuple[list, list[str]]:
@@ -29,14 +29,21 @@ def bundle_resources(value) -> tuple[list, list[str]]:
         if not isinstance(resource, _RESOURCE_KINDS):
             problems.append(f"Bundle.entry[{index}] has no resource")
             continue
-        search = entry.get("search")
-        if isinstance(search, dict) and search.get("mode") == "outcome":
+        if search_mode(entry) == "outcome":
             continue
         resources.append(resource)
     return resources, problems
 
 
 _RESOURCE_KINDS = (dict, ResourceOutline)  # a resource read whole, or in outline (cds_service/json_parse.py)
+
+
+def search_mode(entry: dict):
+    """The entry's `search.mode`, read whole or in outline; None when it has none."""
+    search = entry.get("search")
+    if type(search) is EntrySearch:
+        return search.mode
+    return search.get("mode") if isinstance(search, dict) else None
 
 
 def next_link(bundle) -> str | None:
@@ -72,10 +79,7 @@ def holds_fewer_than_its_total(bundle) -> bool:
     if not isinstance(total, int) or isinstance(total, bool):
         return False
     entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
-    if total <= len(entries):
-        return False  # it holds at least as many entries as matched (without counting them)
-    matches = [
-        e for e in entries
-        if isinstance(e, dict) and not (isinstance(e.get("search"), dict) and e["search"].get("mode") in ("include", "outcome"))
-    ]
-    return total > len(matches)
+    # Counted one by one: `total` counts matches only, and included resources (a Medication
+    # beside its orders) or an OperationOutcome can make up the difference.
+    matches = sum(1 for e in entries if isinstance(e, dict) and search_mode(e) not in ("include", "outcome"))
+    return total > matches

@@ -646,6 +646,25 @@ def test_a_prefetch_bundle_holding_fewer_entries_than_its_total_is_incomplete(ma
     assert "fewer entries than its Bundle's total" in cards_of(response)["data-unavailable"]["detail"]
 
 
+def test_included_resources_do_not_make_up_for_matches_a_capped_prefetch_left_out(make_app):
+    """`total` counts matches only: 2 matched, 1 sent with the 2 Practitioners it included
+    (`_include=Procedure:performer`), no next link. Three entries for a total of 2 are still
+    one match short, so "no dental examination" is not concluded."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    performers = [{"resource": {"resourceType": "Practitioner", "id": f"pr-{n}", "name": [{"family": "Okafor"}]},
+                   "search": {"mode": "include"}} for n in (1, 2)]
+    request["prefetch"]["procedures"] = {"resourceType": "Bundle", "type": "searchset", "total": 2, "entry": [{
+        "resource": {"resourceType": "Procedure", "id": "proc-colonoscopy", "status": "completed",
+                     "subject": {"reference": f"Patient/{PID}"}, "performedDateTime": "2026-10-01",
+                     "performer": [{"actor": {"reference": "Practitioner/pr-1"}}],
+                     "code": {"coding": [{"system": "http://snomed.info/sct", "code": "73761001", "display": "Colonoscopy"}]}},
+        "search": {"mode": "match"}}, *performers]}
+    response = client.post(ORDER_SIGN, json=request)
+    assert "dental-clearance" not in indicators(response)
+    assert "fewer entries than its Bundle's total" in cards_of(response)["data-unavailable"]["detail"]
+
+
 def test_history_references_with_a_display_are_read_by_that_name_without_a_request(fhir_app):
     """Epic names every medication by reference with a display: a long history costs no
     Medication reads; the display identifies the drug (here an unrelated one and Prolia)."""
