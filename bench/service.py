@@ -191,7 +191,7 @@ def bare_floor_options(workers: int = 2) -> list[str]:
     """The service's gunicorn worker settings (cds_service.cli.gunicorn_options, default [server]
     settings but `workers`) as gunicorn command-line options, for the bare floor: the same number
     of workers, the same kind (gunicorn's own `sync` or `gthread`; the service's classes only
-    subclass them to word malformed-HTTP answers), threads, timeout and recycling."""
+    subclass them to word malformed-HTTP answers), threads, timeout, recycling and no control socket."""
     from cds_service.cli import gunicorn_options
     from cds_service.config import Settings
     from cds_service.workers import WORKER_CLASSES
@@ -203,13 +203,9 @@ def bare_floor_options(workers: int = 2) -> list[str]:
         args += ["--threads", str(options["threads"])]
     if options["max_requests"]:
         args += ["--max-requests", str(options["max_requests"]), "--max-requests-jitter", str(options["max_requests_jitter"])]
+    if options.get("control_socket_disable"):
+        args.append("--no-control-socket")  # as the service: no second server takes a gunicorn's control socket
     return args
-
-
-def _has_gunicorn_setting(name: str) -> bool:
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return any(setting.name == name for setting in KNOWN_SETTINGS)
 
 
 def start_bare_floor(*, workers: int = 2, work_dir: Path | None = None) -> Served:
@@ -219,12 +215,7 @@ def start_bare_floor(*, workers: int = 2, work_dir: Path | None = None) -> Serve
     log_path = work_dir / "bare-floor.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-m", "gunicorn", *bare_floor_options(workers), "--bind", f"127.0.0.1:{port}"]
-    if _has_gunicorn_setting("control_socket_disable"):
-        # Newer gunicorns open a control socket at one path per user: a second server must not take it
-        # from the service (or from any other gunicorn of this user). The workers do not use it.
-        command.append("--no-control-socket")
-    command.append("bench.floor_app:app")
+    command = [sys.executable, "-m", "gunicorn", *bare_floor_options(workers), "--bind", f"127.0.0.1:{port}", "bench.floor_app:app"]
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

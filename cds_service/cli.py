@@ -27,7 +27,7 @@ def gunicorn_options(settings) -> dict:
     """The gunicorn settings `serve` runs with."""
     from cds_service.workers import WORKER_CLASSES
 
-    return {
+    options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         # One call at a time per worker by default (sync): the work is CPU-bound, and threads sharing
@@ -44,6 +44,20 @@ def gunicorn_options(settings) -> dict:
         # Workers started together would otherwise all restart at the same moment.
         "max_requests_jitter": settings.max_requests // 10,
     }
+    if has_gunicorn_setting("control_socket_disable"):
+        # gunicorn 25.1+ opens a control socket (`gunicornc`: reload, stop, change workers) at one
+        # path per user, taken over by the next gunicorn of that user and removed when either
+        # stops: a second instance on the host (a deploy's new one) would take the first's. The
+        # service does not use it (it has its own probes and metrics): none is opened.
+        options["control_socket_disable"] = True
+    return options
+
+
+def has_gunicorn_setting(name: str) -> bool:
+    """Whether the installed gunicorn knows the setting (pyproject allows gunicorn 22 on)."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(setting.name == name for setting in KNOWN_SETTINGS)
 
 
 def _serve(args) -> int:
