@@ -67,10 +67,12 @@ def test_trial_mode_serves_discovery_and_hooks_on_loopback(monkeypatch):
 def test_serve_opens_no_gunicorn_control_socket_another_instance_could_take(monkeypatch, tmp_path):
     """gunicorn 25.1+ opens a control socket at one path per user ($XDG_RUNTIME_DIR/gunicorn.ctl),
     taken over by the next gunicorn of that user: the service opens none."""
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    runtime_dir = tmp_path / "runtime"
+    runtime_dir.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime_dir))
     with _trial_server(monkeypatch) as (port, _stderr):
         assert requests.get(f"http://127.0.0.1:{port}/cds-services", timeout=10).status_code == 200
-        assert list(tmp_path.iterdir()) == []
+        assert list(runtime_dir.iterdir()) == []
 
 
 def _raw_exchange(port: int, request: bytes) -> tuple[int, dict, bytes]:
