@@ -17,7 +17,7 @@ from cds_service.config import Settings, load_settings
 from cds_service.errors import CdsError, Issue, bad_request, operation_outcome
 from cds_service.evaluate import Clock, HookService, utc_now
 from cds_service.feedback import open_feedback
-from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
+from cds_service.json_parse import InvalidJson, parse_json
 from cds_service.logs import log_call
 from cds_service.openapi import openapi_document
 from cds_service.ops import metrics
@@ -25,6 +25,7 @@ from cds_service.ops.health import register_probes
 from cds_service.protocol.auth import Caller, anonymous_caller
 from cds_service.protocol.http_read import BodyTooLarge, ResponseUnreadable, inflated
 from cds_service.protocol.fhir_knowledge_routes import register_knowledge_routes
+from cds_service.protocol.hook_body import HookBodyParser
 from cds_service.record.outline import ObservationOutline
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _request_body() -> bytes:
 
 
 def _read_json_body(parse=parse_json):
-    """The request body, parsed by `parse` (one of cds_service.json_parse's); 400 when it is not JSON."""
+    """The request body, parsed by `parse` (parse_json, or a HookBodyParser's); 400 when it is not JSON."""
     raw = _request_body()
     encoding = request.headers.get("Content-Encoding")
     if encoding and encoding.strip().lower() != "identity":

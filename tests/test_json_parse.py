@@ -10,9 +10,10 @@ from datetime import datetime
 import pytest
 
 from cds_service.errors import CdsError
-from cds_service.json_parse import HookBodyParser, InvalidJson, parse_json
+from cds_service.json_parse import InvalidJson, parse_json
 from cds_service.protocol.auth import anonymous_caller
 from cds_service.protocol.bundles import bundle_resources, holds_fewer_than_its_total
+from cds_service.protocol.hook_body import HookBodyParser
 from cds_service.record.build import _subject_reference
 from cds_service.record.outline import ObservationOutline
 from tests.conftest import load_scenario, scenario_paths

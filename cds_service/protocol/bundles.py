@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cds_service.json_parse import EntrySearch, ResourceOutline
+from cds_service.json_parse import ResourceOutline
+from cds_service.protocol.hook_body import EntrySearch
 
 
 def bundle_resources(value) -> tuple[list, list[str]]:

@@ -1,4 +1,4 @@
-"""The Observation of a hook body's lab history, read in outline (cds_service/json_parse.py).
+"""The Observation of a hook body's lab history, read in outline (cds_service/protocol/hook_body.py).
 
 A history holds hundreds of Observations, and most are of tests no rule reads. Of each, the record
 decodes only what its first pass reads (the subject: whose; the dates: when; status and id), typed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cds_service.json_parse import HookBodyParser
+from cds_service.protocol.hook_body import HookBodyParser
 from cds_service.knowledge import load_knowledge
 from cds_service.record.build import _READ_ELEMENTS, _SUBJECT_ELEMENTS, RecordInputs, _subject_reference, build_record
 from cds_service.record.outline import ObservationOutline
