@@ -23,7 +23,7 @@ from msgspec import UNSET
 from cds_service.json_parse import InvalidJson, ResourceOutline, decode_deferred
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
-from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, parse_resource
+from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, is_r4_status, parse_resource
 from cds_service.record.model import (
     Coding,
     Completeness,
@@ -189,7 +189,7 @@ class _Builder:
         self.lab_analytes: dict[frozenset[str], str | None] = {}  # an Observation's concepts -> its analyte
         self.outline_analytes: dict[bytes, tuple[frozenset[str], str | None]] = {}  # an outline's code text -> the same
         self.noted_labs: list[LabResult] = []  # labs read so far whose value is a bound, unitless or unusable
-        self.gaps: list[Gap] = []  # gaps found while building (unknown medications)
+        self.unreadable: list[Gap] = []  # history entries of a value set that could not be read (PatientRecord._unreadable)
         # The subject references that name this patient (card catalog, "Patient match").
         patient_id = inputs.patient_id
         self.patient_references = {f"Patient/{patient_id}"} if patient_id else set()
@@ -546,29 +546,32 @@ class _Builder:
             codings=_codings(model.code),
         )
 
-    def unread(self, raw, concepts: frozenset[str], build, date_of=None) -> Unread | None:
-        """A history entry (read whole, or in outline), validated by `build` when first read. One
-        whose date cannot be read from the raw JSON is validated now, to know where it belongs
-        (`date_of` the built entry; kinds without dates, conditions, have none); None when it
-        proves unusable."""
+    def unread(self, category: str, raw, concepts: frozenset[str], build, date_of=None) -> Unread | None:
+        """A history entry of `category` (read whole, or in outline), validated by `build` when
+        first read. One whose date cannot be read from the raw JSON is validated now, to know where
+        it belongs (`date_of` the built entry; kinds without dates, conditions, have none); None
+        when it proves unusable (a record-unreadable gap of unknown date: it may be recent)."""
         moment = _when(raw)
         status, resource_id = _element(raw, "status"), _element(raw, "id")
         if moment is None and date_of is not None and _date_value(raw) is not None:
             entry = build()
             if entry is None:
+                self.unreadable.append(Gap(category, "record-unreadable", _kind(raw)))
                 return None
             moment, build = date_of(entry), partial(_given, entry)
-        return Unread(moment, concepts, _kind(raw), status.strip() if isinstance(status, str) else None, build,
-                      resource_id if isinstance(resource_id, str) else None)
+        # A status outside its R4 value set is not known before validation (which rejects it):
+        # the history's status filter must not pass over a record that proves unreadable.
+        known_status = status if isinstance(status, str) and is_r4_status(_kind(raw), status) else None
+        return Unread(moment, concepts, _kind(raw), known_status, build, resource_id if isinstance(resource_id, str) else None)
 
-    def coded_entries(self, resources, build_entry, date_of=None) -> list[Unread]:
+    def coded_entries(self, category: str, resources, build_entry, date_of=None) -> list[Unread]:
         """History entries of resources coded in `code` (procedures, conditions): those whose code
         is in a value set and that belong to this patient, built by `build_entry` when read."""
         entries = []
         for where, raw in resources:
             concepts = self.kb.concepts_for_codings(_raw_codings(raw.get("code")))
             if concepts and not self.of_another_patient(where, raw):
-                entry = self.unread(raw, concepts, partial(build_entry, where, raw, concepts), date_of)
+                entry = self.unread(category, raw, concepts, partial(build_entry, where, raw, concepts), date_of)
                 if entry is not None:
                     entries.append(entry)
         return entries
@@ -896,7 +899,7 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
                 concepts, analyte = builder.lab_analyte(where, raw)
                 if analyte is not None and not builder.of_another_patient(where, raw):  # no analyte: no rule reads it
                     build = partial(builder.lab_of_outline if outlined else builder.lab, where, raw, concepts, analyte)
-                    labs.append(builder.unread(raw, frozenset({analyte}), build, lambda entry: entry.effective))
+                    labs.append(builder.unread("labs", raw, frozenset({analyte}), build, lambda entry: entry.effective))
                 continue
             if not isinstance(resource_type, str):
                 builder.skip(where, "an entry is not a FHIR resource")
@@ -943,9 +946,9 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
             if not concepts or builder.of_another_patient(where, raw):
                 continue  # no rule reads medications outside the value sets
             build = partial(builder.medication, where, raw, concept_raw, concepts)
-            medications.append(builder.unread(raw, concepts, build, lambda entry: entry.date))
-    procedures = builder.coded_entries(by_type.get("Procedure", ()), builder.procedure, lambda entry: entry.performed)
-    conditions = builder.coded_entries(by_type.get("Condition", ()), builder.condition)
+            medications.append(builder.unread("medications", raw, concepts, build, lambda entry: entry.date))
+    procedures = builder.coded_entries("procedures", by_type.get("Procedure", ()), builder.procedure, lambda entry: entry.performed)
+    conditions = builder.coded_entries("conditions", by_type.get("Condition", ()), builder.condition)
 
     groups = dict(inputs.resource_groups)
     gaps = [
@@ -964,10 +967,11 @@ def build_record(inputs: RecordInputs, kb: Knowledge, *, drafts_from: PatientRec
         encounter_id=inputs.encounter_id,
         completeness=Completeness(tuple(gaps)),
         unreadable_orders=_selected(unreadable, inputs.selections),
-        _labs=LazyHistory(e for e in labs if e is not None),
-        _medications=LazyHistory(e for e in medications if e is not None),
-        _procedures=LazyHistory(procedures),
-        _conditions=LazyHistory(conditions),
+        _labs=LazyHistory((e for e in labs if e is not None), category="labs", unreadable=builder.unreadable),
+        _medications=LazyHistory((e for e in medications if e is not None), category="medications", unreadable=builder.unreadable),
+        _procedures=LazyHistory(procedures, category="procedures", unreadable=builder.unreadable),
+        _conditions=LazyHistory(conditions, category="conditions", unreadable=builder.unreadable),
         _skipped=builder.skipped,  # shared: entries found unusable when first read are added
         _noted_labs=builder.noted_labs,
+        _unreadable=builder.unreadable,
     )

@@ -65,6 +65,34 @@ def is_r4_resource_type(resource_type: str) -> bool:
     return True
 
 
+# R4 binds each of these `status` elements to a required value set; the R4B models check only that
+# it is a code. A status outside its value set ("Final", "Active") is not read as some other
+# status: the resource is invalid like any other, so a rule that rests on an absence sees a gap.
+# Source: the R4 (4.0.1) value sets ObservationStatus, medicationrequest-status,
+# medication-admin-status, medicationdispense-status, medication-statement-status, event-status.
+R4_STATUS_CODES = {
+    "Observation": frozenset({"registered", "preliminary", "final", "amended", "corrected", "cancelled",
+                              "entered-in-error", "unknown"}),
+    "MedicationRequest": frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
+                                    "draft", "unknown"}),
+    "MedicationAdministration": frozenset({"in-progress", "not-done", "on-hold", "completed", "entered-in-error",
+                                           "stopped", "unknown"}),
+    "MedicationDispense": frozenset({"preparation", "in-progress", "cancelled", "on-hold", "completed",
+                                     "entered-in-error", "stopped", "declined", "unknown"}),
+    "MedicationStatement": frozenset({"active", "completed", "entered-in-error", "intended", "stopped", "on-hold",
+                                      "unknown", "not-taken"}),
+    "Procedure": frozenset({"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+                            "entered-in-error", "unknown"}),
+}
+
+
+def is_r4_status(resource_type: str | None, status) -> bool:
+    """True when `status` is a code of the R4 value set `resource_type`'s status is bound to (or
+    that type's status is not one this service checks)."""
+    codes = R4_STATUS_CODES.get(resource_type)
+    return codes is None or status in codes
+
+
 def _container(data, loc):
     """The dict/list holding the element at `loc`, and the last key; None if the path is gone."""
     if not loc:
@@ -134,6 +162,9 @@ def parse_resource(raw, *, draft: bool = False):
     if draft and resource_type == "MedicationRequest" and "intent" not in raw:
         data, copied = _copy(raw, resource_type, resource_id), True
         _defaults_for_drafts(data)
+    if not draft and "status" in raw and not is_r4_status(resource_type, raw["status"]):
+        # A draft's status is the EHR's to set while it is written; it is read leniently (build.py).
+        raise InvalidResource(ParseProblem(resource_type, resource_id, f"status: not a code of the R4 {resource_type} status value set"))
     for _ in range(MAX_REPAIR_ROUNDS):
         try:
             return model_class.model_validate(data)

@@ -34,6 +34,7 @@ GAP_CAUSES = {
     "link-not-followed": "the link to the next page leaves the EHR's FHIR server",
     "medication-unknown": "a referenced Medication could not be found",
     "value-unusable": "a value could not be used",
+    "record-unreadable": "a record could not be read (it is among the skipped resources)",
     "not-r4": "some records are of a resource type this service does not read (not FHIR R4)",
     "not-requested": "this service does not ask for this data on this hook",
 }
@@ -111,6 +112,9 @@ class MedicationEntry:
         return concept in self.concepts
 
 
+_DATED_CAUSES = frozenset({"value-unusable", "record-unreadable"})  # one value or record, at its date
+
+
 @dataclass(frozen=True)
 class Gap:
     """Part of one data category that did not arrive, and why (`cause`: a key of GAP_CAUSES).
@@ -120,9 +124,10 @@ class Gap:
 
     category: str
     cause: str
-    where: str = ""  # the prefetch key, or the analyte of an unusable value
+    where: str = ""  # the prefetch key, the analyte of an unusable value, the kind of an unreadable record
     reaches_back_to: datetime | None = None
-    value_date: datetime | None = None  # cause value-unusable: the date of the unusable value
+    # Causes value-unusable and record-unreadable: the date of that value or record (None: not known).
+    value_date: datetime | None = None
 
     @property
     def cause_text(self) -> str:
@@ -130,7 +135,7 @@ class Gap:
 
     def leaves_open(self, since: datetime | None) -> bool:
         """True when this gap may hide an entry dated at or after `since` (None: at any time)."""
-        if self.cause == "value-unusable":
+        if self.cause in _DATED_CAUSES:
             return since is None or self.value_date is None or self.value_date >= since
         return since is None or self.reaches_back_to is None or not self.reaches_back_to < since
 
@@ -274,7 +279,7 @@ class Unread(NamedTuple):  # a tuple: hundreds are made per call, most never rea
     moment: datetime | None  # the date the entry is ordered by (the same element its model's date comes from)
     concepts: frozenset[str]  # value sets its code belongs to (known before validation)
     kind: str  # resourceType
-    status: str | None  # the raw status code, None when absent or not a string
+    status: str | None  # the raw status code; None when absent, not a string or outside its R4 value set
     build: Callable[[], object | None]  # the validated entry, or None when unusable (reported)
     id: str | None = None  # the raw resource id, for entries a reference points to
 
@@ -293,7 +298,11 @@ class LazyHistory:
 
     _NOT_BUILT = object()
 
-    def __init__(self, entries: Iterable[Unread]):
+    def __init__(self, entries: Iterable[Unread], *, category: str = "", unreadable: list[Gap] | None = None):
+        # An entry that proves unusable when first read is a record-unreadable gap of `category`
+        # at its date, added to `unreadable` (the record's): it may be what a rule looks for.
+        self._category = category
+        self._unreadable = unreadable if unreadable is not None else []
         entries = list(entries)
         dated = sorted((e for e in entries if e.moment is not None), key=lambda e: e.moment, reverse=True)
         ordered = dated + [e for e in entries if e.moment is None]
@@ -315,6 +324,8 @@ class LazyHistory:
     def _built(self, slot: list) -> Iterator:
         if slot[1] is self._NOT_BUILT:
             slot[1] = slot[0].build()
+            if slot[1] is None:
+                self._unreadable.append(Gap(self._category, "record-unreadable", slot[0].kind, value_date=slot[0].moment))
         if slot[1] is not None:
             yield slot[1]
 
@@ -368,6 +379,9 @@ class PatientRecord:
     _skipped: list[SkippedResource] = field(default_factory=list, compare=False, repr=False)
     # Grows while labs are read: results whose value is a bound, has no unit, or cannot be used.
     _noted_labs: list[LabResult] = field(default_factory=list, compare=False, repr=False)
+    # Grows while the histories are read: a record-unreadable gap per entry of a value set that
+    # could not be read (it may be the very result or record a rule looks for).
+    _unreadable: list[Gap] = field(default_factory=list, compare=False, repr=False)
 
     def labs_for(self, analyte: str, since: datetime | None = None) -> Iterator[LabResult]:
         """Results of one analyte (a value set name), newest first; with `since`, only those
@@ -450,8 +464,9 @@ class PatientRecord:
 
     def open_gaps(self, category: str, since: datetime | None) -> tuple[Gap, ...]:
         """The gaps that may hide an entry of `category` dated at or after `since` (None: at any
-        time): those of what did not arrive, and for labs each unusable value inside the window."""
-        gaps = self.completeness.gaps_of(category)
+        time): those of what did not arrive, each record of the category read so far that could not
+        be read, and for labs each unusable value inside the window."""
+        gaps = self.completeness.gaps_of(category) + tuple(g for g in self._unreadable if g.category == category)
         if category == "labs":
             gaps += tuple(
                 Gap("labs", "value-unusable", lab.analyte, value_date=lab.effective) for lab in self.unusable_labs()

@@ -665,6 +665,55 @@ def test_included_resources_do_not_make_up_for_matches_a_capped_prefetch_left_ou
     assert "fewer entries than its Bundle's total" in cards_of(response)["data-unavailable"]["detail"]
 
 
+def _baseline_calcium(request: dict) -> dict:
+    (calcium,) = [e["resource"] for e in request["prefetch"]["labResults"]["entry"] if e["resource"]["code"]["coding"][0]["code"] == "17861-6"]
+    return calcium
+
+
+@pytest.mark.parametrize("unreadable", [
+    lambda calcium: calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]),  # not a decimal
+    lambda calcium: calcium["valueQuantity"].update(value="nine"),  # not a decimal
+    lambda calcium: calcium.update(effectiveDateTime="2026-13-45"),  # no such date: it may be recent
+    lambda calcium: calcium.update(status="Final"),  # not an R4 ObservationStatus code (they are lower case)
+])
+def test_a_calcium_result_that_cannot_be_read_is_not_read_as_no_calcium(make_app, unreadable):
+    """The patient's one calcium of the last 30 days fails validation: "no calcium in 30 days"
+    is not concluded (the result may be the very one); data-unavailable says why instead."""
+    client = make_app(as_of=AS_OF).test_client()
+    assert indicators(client.post(ORDER_SIGN, json=baseline_request())) == {}
+    request = baseline_request()
+    unreadable(_baseline_calcium(request))
+    response = client.post(ORDER_SIGN, json=request)
+    got = indicators(response)
+    assert "calcium-monitoring" not in got
+    detail = cards_of(response)["data-unavailable"]["detail"]
+    assert "a serum calcium in the last 30 days" in detail and "a record could not be read" in detail
+    assert int(response.headers["X-Skipped-Resources"]) >= 1
+
+
+def test_a_calcium_result_that_cannot_be_read_and_is_older_than_the_window_leaves_no_gap(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    calcium = _baseline_calcium(request)
+    calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}], effectiveDateTime="2026-08-03T08:05:00-05:00")
+    got = indicators(client.post(ORDER_SIGN, json=request))
+    assert got["calcium-monitoring"] == "warning"  # none readable in 30 days, and the unreadable one is older
+
+
+@pytest.mark.parametrize("status", ["Active", "active ", "taking"])
+def test_a_supplement_order_whose_status_is_not_an_r4_code_is_not_read_as_no_supplement(make_app, status):
+    """The active calcium + vitamin D order's status is outside the R4 value set: the order
+    cannot be read, so "no calcium or vitamin D supplement" is not concluded from it."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    (order,) = [e["resource"] for e in request["prefetch"]["medicationRequests"]["entry"] if e["resource"]["id"] == "mr-cad-1"]
+    order["status"] = status
+    response = client.post(ORDER_SIGN, json=request)
+    assert "calcium-vitamin-d-supplementation" not in indicators(response)
+    assert "a record could not be read" in cards_of(response)["data-unavailable"]["detail"]
+    assert int(response.headers["X-Skipped-Resources"]) == 1
+
+
 def test_history_references_with_a_display_are_read_by_that_name_without_a_request(fhir_app):
     """Epic names every medication by reference with a display: a long history costs no
     Medication reads; the display identifies the drug (here an unrelated one and Prolia)."""
