@@ -23,7 +23,14 @@ from msgspec import UNSET
 from cds_service.json_parse import InvalidJson, ResourceOutline, decode_deferred
 from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
-from cds_service.record.fhir_parse import InvalidResource, is_r4_resource_type, is_r4_status, parse_resource
+from cds_service.record.fhir_parse import (
+    InvalidResource,
+    is_r4_resource_type,
+    is_r4_status,
+    parse_resource,
+    UnknownCodedStatus,
+    r4_coded_status,
+)
 from cds_service.record.model import (
     Coding,
     Completeness,
@@ -157,6 +164,17 @@ def _codings(codeable) -> tuple[Coding, ...]:
     if codeable is None or not codeable.coding:
         return ()
     return tuple(Coding(c.system, c.code, c.display) for c in codeable.coding)
+
+
+def _coded_status(element: str, codeable, unread: list[str]) -> str | None:
+    """A Condition's coded status; None, with `element` added to `unread`, when it is coded but
+    with no code of its R4 value set (read as not recorded: the condition itself still counts)."""
+    pairs = [(c.system, c.code) for c in codeable.coding or ()] if codeable is not None else []
+    try:
+        return r4_coded_status("Condition", element, pairs)
+    except UnknownCodedStatus:
+        unread.append(element)
+        return None
 
 
 def _first_code(codeable) -> str | None:
@@ -520,12 +538,14 @@ class _Builder:
         model = self.parse(where, raw)
         if model is None:
             return None
+        unread_statuses: list[str] = []
         return ConditionEntry(
             id=model.id,
             concepts=concepts,
             name=_raw_name(raw.get("code"), "(unnamed condition)"),
-            clinical_status=_first_code(model.clinicalStatus),
-            verification_status=_first_code(model.verificationStatus),
+            clinical_status=_coded_status("clinicalStatus", model.clinicalStatus, unread_statuses),
+            verification_status=_coded_status("verificationStatus", model.verificationStatus, unread_statuses),
+            unread_statuses=tuple(unread_statuses),
             onset=to_datetime(model.onsetDateTime or (model.onsetPeriod and model.onsetPeriod.start)),
             abatement=to_datetime(model.abatementDateTime or (model.abatementPeriod and model.abatementPeriod.end)),
             recorded=to_datetime(model.recordedDate),

@@ -251,6 +251,9 @@ class ConditionEntry:
     recorded: datetime | None = None
     categories: frozenset[str] = frozenset()  # problem-list-item | encounter-diagnosis | health-concern
     codings: tuple[Coding, ...] = ()
+    # clinicalStatus / verificationStatus when coded outside their R4 value sets ("Active",
+    # SNOMED only): read as not recorded, and said so on the card.
+    unread_statuses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ def is_active_condition(condition: ConditionEntry, as_of: datetime) -> bool:
         return False
     if condition.clinical_status is not None:
         return condition.clinical_status in ACTIVE_CLINICAL_STATUSES
-    # No clinical status (allowed only for entered-in-error in US Core): active unless abated.
+    # No clinical status (allowed only for entered-in-error in US Core), or one coded outside its
+    # value set: active unless abated (an unreadable status never hides the condition).
     return condition.abatement is None or condition.abatement > as_of
 
 
@@ -108,7 +109,12 @@ def fmt_condition(condition: ConditionEntry) -> str:
     """'Renal osteodystrophy (ICD-10-CM N25.0), active, onset 2023-02-01'."""
     codes = ", ".join(c.code for c in condition.codings if c.code)
     text = condition.name + (f" ({codes})" if codes else "")
-    text += f", {condition.clinical_status or 'status not recorded'}"
+    if condition.clinical_status:
+        text += f", {condition.clinical_status}"
+    elif "clinicalStatus" in condition.unread_statuses:
+        text += ", status not readable (not an R4 clinical status code)"
+    else:
+        text += ", status not recorded"
     if condition.onset:
         text += f", onset {fmt_date(condition.onset)}"
     if condition.abatement:

@@ -714,6 +714,45 @@ def test_a_supplement_order_whose_status_is_not_an_r4_code_is_not_read_as_no_sup
     assert int(response.headers["X-Skipped-Resources"]) == 1
 
 
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+SNOMED_ACTIVE = {"system": "http://snomed.info/sct", "code": "55561003", "display": "Active"}
+
+
+def _with_pregnancy(request: dict, **statuses) -> dict:
+    pregnancy = {"resourceType": "Condition", "id": "dx-pregnancy", "subject": {"reference": f"Patient/{PID}"},
+                 "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z33.1", "display": "Pregnant state, incidental"}]},
+                 "onsetDateTime": days_ago(70).isoformat(), "recordedDate": days_ago(20).date().isoformat(), **statuses}
+    request["prefetch"]["conditions"]["entry"].append({"resource": pregnancy, "search": {"mode": "match"}})
+    request["prefetch"]["conditions"]["total"] += 1
+    return request
+
+
+@pytest.mark.parametrize("clinical_status, shown", [
+    ({"coding": [SNOMED_ACTIVE, {"system": CONDITION_CLINICAL, "code": "active"}]}, "active"),  # the R4 code is second
+    ({"coding": [{"system": CONDITION_CLINICAL, "code": "Active", "display": "Active"}]}, "status not readable"),
+    ({"coding": [SNOMED_ACTIVE], "text": "Active"}, "status not readable"),  # no R4 code at all
+])
+def test_an_active_pregnancy_is_found_whatever_else_its_clinical_status_carries(make_app, clinical_status, shown):
+    """clinicalStatus is read from its R4 code system, not from whichever coding comes first;
+    one coded outside its value set is not read as inactive: the pregnancy is still a pregnancy."""
+    client = make_app(as_of=AS_OF).test_client()
+    response = client.post(ORDER_SIGN, json=_with_pregnancy(baseline_request(), clinicalStatus=clinical_status))
+    assert indicators(response)["pregnancy"] == "critical"
+    assert "Z33.1), " + shown in cards_of(response)["pregnancy"]["detail"]
+    assert "X-Skipped-Resources" not in response.headers or response.headers["X-Skipped-Resources"] == "0"
+
+
+def test_a_refuted_pregnancy_is_refuted_even_when_another_coding_comes_first(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    statuses = {"clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
+                "verificationStatus": {"coding": [{"system": "http://snomed.info/sct", "code": "410605003", "display": "Confirmed present"},
+                                                  {"system": CONDITION_VER_STATUS, "code": "refuted"}]}}
+    response = client.post(ORDER_SIGN, json=_with_pregnancy(baseline_request(), **statuses))
+    assert "pregnancy" not in indicators(response)
+
+
 def test_history_references_with_a_display_are_read_by_that_name_without_a_request(fhir_app):
     """Epic names every medication by reference with a display: a long history costs no
     Medication reads; the display identifies the drug (here an unrelated one and Prolia)."""

@@ -355,6 +355,22 @@ def test_conditions_are_validated_only_when_their_kind_or_their_id_is_asked_for(
     assert skipped.reference == "Condition/c-op"
 
 
+@pytest.mark.parametrize("clinical_status, read_as, unread", [
+    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "remission"}]}, "remission", ()),
+    ({"coding": [{"system": "http://hl7.org/fhir/condition-clinical", "code": "resolved"}]}, "resolved", ()),  # STU3 URL
+    ({"coding": [{"code": "inactive"}]}, "inactive", ()),  # no system, a code of the value set
+    ({"coding": [{"system": "http://snomed.info/sct", "code": "73425007"}, {"code": "inactive"}]}, "inactive", ()),
+    ({"text": "Resolved"}, None, ()),  # text only: not recorded
+    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "Resolved"}]}, None, ("clinicalStatus",)),
+    ({"coding": [{"system": "http://example.org/local-status", "code": "resolved"}]}, None, ("clinicalStatus",)),
+])
+def test_a_conditions_clinical_status_is_read_from_its_r4_value_set_only(kb, clinical_status, read_as, unread):
+    record = _record(kb, [_condition("c-ckd", "N18.5", clinicalStatus=clinical_status)])
+    (condition,) = record.conditions_of("advanced-ckd")
+    assert (condition.clinical_status, condition.unread_statuses) == (read_as, unread)
+    assert record.skipped == ()
+
+
 def test_a_condition_of_another_patient_is_reported_when_a_rule_could_read_it(kb):
     theirs = _condition("c-theirs", "C79.51", subject={"reference": "Patient/someone-else"})
     unrelated = _condition("c-asthma", "J45.909", subject={"reference": "Patient/someone-else"})
