@@ -25,11 +25,11 @@ from cds_service.knowledge import KNOWN_SYSTEMS, Knowledge, canonical_system
 from cds_service.record.dates import to_date, to_datetime
 from cds_service.record.fhir_parse import (
     InvalidResource,
-    is_r4_resource_type,
-    is_r4_status,
-    parse_resource,
     UnknownCodedStatus,
+    is_r4_resource_type,
+    parse_resource,
     r4_coded_status,
+    r4_status,
 )
 from cds_service.record.model import (
     Coding,
@@ -581,7 +581,7 @@ class _Builder:
             moment, build = date_of(entry), partial(_given, entry)
         # A status outside its R4 value set is not known before validation (which rejects it):
         # the history's status filter must not pass over a record that proves unreadable.
-        known_status = status if isinstance(status, str) and is_r4_status(_kind(raw), status) else None
+        known_status = r4_status(_kind(raw), status) if isinstance(status, str) else None
         return Unread(moment, concepts, _kind(raw), known_status, build, resource_id if isinstance(resource_id, str) else None)
 
     def coded_entries(self, category: str, resources, build_entry, date_of=None) -> list[Unread]:

@@ -66,8 +66,10 @@ def is_r4_resource_type(resource_type: str) -> bool:
 
 
 # R4 binds each of these `status` elements to a required value set; the R4B models check only that
-# it is a code. A status outside its value set ("Final", "Active") is not read as some other
-# status: the resource is invalid like any other, so a rule that rests on an absence sees a gap.
+# it is a code. A status that is a code of it written another way ("Final", "active ", "Entered in
+# Error", "on_hold": EHR slips no reader would misread) is read as that code, so a low calcium
+# marked "Final" is still a low calcium. Any other status ("taking", "done") is not read as some
+# other status: the resource is invalid like any other, so a rule resting on an absence sees a gap.
 # Source: the R4 (4.0.1) value sets ObservationStatus, medicationrequest-status,
 # medication-admin-status, medicationdispense-status, medication-statement-status, event-status.
 R4_STATUS_CODES = {
@@ -86,18 +88,32 @@ R4_STATUS_CODES = {
 }
 
 
-def is_r4_status(resource_type: str | None, status) -> bool:
-    """True when `status` is a code of the R4 value set `resource_type`'s status is bound to (or
-    that type's status is not one this service checks)."""
-    codes = R4_STATUS_CODES.get(resource_type)
-    return codes is None or status in codes
+def r4_status(resource_type: str | None, status):
+    """The code of the R4 value set `resource_type`'s status is bound to that `status` is or
+    spells; `status` as it is for a type whose status this service does not check; None when it
+    is no code of the value set."""
+    codes = R4_STATUS_CODES.get(resource_type) if isinstance(resource_type, str) else None
+    if codes is None:
+        return status
+    if not isinstance(status, str):
+        return None
+    if status in codes:
+        return status
+    spelled = _as_code(status)
+    return spelled if spelled in codes else None
+
+
+def _as_code(text) -> str | None:
+    """`text` as an R4 status code would spell it: lower case, words joined by hyphens."""
+    return "-".join(text.replace("_", " ").lower().split()) if isinstance(text, str) else None
 
 
 # Statuses coded as a CodeableConcept (Condition, bound to the R4 (4.0.1) value sets
 # condition-clinical and condition-ver-status) are read from a coding of that code system (or of
-# its STU3 URL, same codes, or of no system) with a code of the value set; other codings beside it
-# (a SNOMED "Active") are ignored. Codings with none such ("Active", SNOMED only) leave the status
-# unread; the resource is still read, so the condition it records is never lost (build.py).
+# its STU3 URL, same codes, or of no system) with a code of the value set, spelled as for `status`;
+# other codings beside it (a SNOMED "Active") are ignored. Codings with none such (SNOMED only, a
+# local code) leave the status unread; the resource is still read, so the condition it records
+# is never lost (build.py).
 R4_CODED_STATUSES = {
     "Condition": {
         "clinicalStatus": (
@@ -123,8 +139,8 @@ def r4_coded_status(resource_type: str, element: str, codings) -> str | None:
     systems, codes = R4_CODED_STATUSES[resource_type][element]
     coded = [(s, c) for s, c in codings if c]
     for coding_system, code in coded:
-        if coding_system in systems and code in codes:
-            return code
+        if coding_system in systems and _as_code(code) in codes:
+            return _as_code(code)
     if coded:
         raise UnknownCodedStatus(element)
     return None
@@ -199,9 +215,14 @@ def parse_resource(raw, *, draft: bool = False):
     if draft and resource_type == "MedicationRequest" and "intent" not in raw:
         data, copied = _copy(raw, resource_type, resource_id), True
         _defaults_for_drafts(data)
-    if not draft and "status" in raw and not is_r4_status(resource_type, raw["status"]):
+    if not draft and "status" in raw:
         # A draft's status is the EHR's to set while it is written; it is read leniently (build.py).
-        raise InvalidResource(ParseProblem(resource_type, resource_id, f"status: not a code of the R4 {resource_type} status value set"))
+        status = r4_status(resource_type, raw["status"])
+        if status is None:
+            raise InvalidResource(ParseProblem(resource_type, resource_id, f"status: not a code of the R4 {resource_type} status value set"))
+        if status != raw["status"]:
+            data, copied = _copy(raw, resource_type, resource_id), True
+            data["status"] = status
     for _ in range(MAX_REPAIR_ROUNDS):
         try:
             return model_class.model_validate(data)

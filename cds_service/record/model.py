@@ -282,7 +282,7 @@ class Unread(NamedTuple):  # a tuple: hundreds are made per call, most never rea
     moment: datetime | None  # the date the entry is ordered by (the same element its model's date comes from)
     concepts: frozenset[str]  # value sets its code belongs to (known before validation)
     kind: str  # resourceType
-    status: str | None  # the raw status code; None when absent, not a string or outside its R4 value set
+    status: str | None  # the R4 status code it is or spells; None when absent, not a string or none of its value set
     build: Callable[[], object | None]  # the validated entry, or None when unusable (reported)
     id: str | None = None  # the raw resource id, for entries a reference points to
 

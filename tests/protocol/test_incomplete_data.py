@@ -674,7 +674,7 @@ def _baseline_calcium(request: dict) -> dict:
     lambda calcium: calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]),  # not a decimal
     lambda calcium: calcium["valueQuantity"].update(value="nine"),  # not a decimal
     lambda calcium: calcium.update(effectiveDateTime="2026-13-45"),  # no such date: it may be recent
-    lambda calcium: calcium.update(status="Final"),  # not an R4 ObservationStatus code (they are lower case)
+    lambda calcium: calcium.update(status="resulted"),  # not an R4 ObservationStatus code, nor one misspelt
 ])
 def test_a_calcium_result_that_cannot_be_read_is_not_read_as_no_calcium(make_app, unreadable):
     """The patient's one calcium of the last 30 days fails validation: "no calcium in 30 days"
@@ -700,7 +700,30 @@ def test_a_calcium_result_that_cannot_be_read_and_is_older_than_the_window_leave
     assert got["calcium-monitoring"] == "warning"  # none readable in 30 days, and the unreadable one is older
 
 
-@pytest.mark.parametrize("status", ["Active", "active ", "taking"])
+@pytest.mark.parametrize("status", ["Final", "FINAL", " final "])
+def test_a_low_calcium_whose_status_spells_final_another_way_gives_the_critical_card(make_app, status):
+    """'Final' is no R4 code (codes are lower case) but no reader would misread it: the low calcium
+    it marks is a low calcium, and a normal one still counts as the month's calcium."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    _baseline_calcium(request)["status"] = status
+    assert client.post(ORDER_SIGN, json=request).get_json() == {"cards": []}
+    _baseline_calcium(request)["valueQuantity"]["value"] = 7.2
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"hypocalcemia": "critical"}
+    assert "X-Skipped-Resources" not in response.headers
+
+
+@pytest.mark.parametrize("status", ["Active", "active ", "ACTIVE"])
+def test_a_supplement_order_whose_status_spells_active_another_way_is_on_the_list(make_app, status):
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    (order,) = [e["resource"] for e in request["prefetch"]["medicationRequests"]["entry"] if e["resource"]["id"] == "mr-cad-1"]
+    order["status"] = status
+    assert client.post(ORDER_SIGN, json=request).get_json() == {"cards": []}
+
+
+@pytest.mark.parametrize("status", ["taking", "current", "Actively taking"])
 def test_a_supplement_order_whose_status_is_not_an_r4_code_is_not_read_as_no_supplement(make_app, status):
     """The active calcium + vitamin D order's status is outside the R4 value set: the order
     cannot be read, so "no calcium or vitamin D supplement" is not concluded from it."""
@@ -731,8 +754,9 @@ def _with_pregnancy(request: dict, **statuses) -> dict:
 
 @pytest.mark.parametrize("clinical_status, shown", [
     ({"coding": [SNOMED_ACTIVE, {"system": CONDITION_CLINICAL, "code": "active"}]}, "active"),  # the R4 code is second
-    ({"coding": [{"system": CONDITION_CLINICAL, "code": "Active", "display": "Active"}]}, "status not readable"),
+    ({"coding": [{"system": CONDITION_CLINICAL, "code": "Active", "display": "Active"}]}, "active"),  # spelt another way
     ({"coding": [SNOMED_ACTIVE], "text": "Active"}, "status not readable"),  # no R4 code at all
+    ({"coding": [{"system": "urn:oid:1.2.840.114350.1.13.0.1.7.4.698084.10375", "code": "1"}]}, "status not readable"),
 ])
 def test_an_active_pregnancy_is_found_whatever_else_its_clinical_status_carries(make_app, clinical_status, shown):
     """clinicalStatus is read from its R4 code system, not from whichever coding comes first;

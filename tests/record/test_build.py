@@ -361,7 +361,8 @@ def test_conditions_are_validated_only_when_their_kind_or_their_id_is_asked_for(
     ({"coding": [{"code": "inactive"}]}, "inactive", ()),  # no system, a code of the value set
     ({"coding": [{"system": "http://snomed.info/sct", "code": "73425007"}, {"code": "inactive"}]}, "inactive", ()),
     ({"text": "Resolved"}, None, ()),  # text only: not recorded
-    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "Resolved"}]}, None, ("clinicalStatus",)),
+    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "Resolved"}]}, "resolved", ()),
+    ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolving"}]}, None, ("clinicalStatus",)),
     ({"coding": [{"system": "http://example.org/local-status", "code": "resolved"}]}, None, ("clinicalStatus",)),
 ])
 def test_a_conditions_clinical_status_is_read_from_its_r4_value_set_only(kb, clinical_status, read_as, unread):
