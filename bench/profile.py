@@ -3,6 +3,7 @@
     python3 -m bench.profile                    # 400 Observations, cProfile top functions
     python3 -m bench.profile --observations 10000 --pyinstrument
     python3 -m bench.profile --no-card          # the well-managed patient: no card, no ledger write
+    python3 -m bench.profile --lean             # the same resources as a lean EHR sends them (~300 KiB)
 
 Prints the cost of each stage (JSON parse, record build, and the record build with validation
 switched off: what the R4B validation itself costs), the garbage collections per call with the
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="calls per measurement (default: ~20,000 Observations' worth)")
     parser.add_argument("--pyinstrument", action="store_true", help="profile with pyinstrument instead of cProfile")
     parser.add_argument("--no-card", action="store_true", help="the patient well managed: its order gets no card")
+    parser.add_argument("--lean", action="store_true", help="the lean request of target 1 (bench/patient.py lean_resource)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime", help="cProfile sort key, e.g. cumulative (default: tottime)")
     args = parser.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(Settings(max_body_bytes=1 << 30), clock=lambda: as_of)
     service = app.extensions["denosumab_cds"]
     client = app.test_client()
-    heavy = heavy_patient(observations=args.observations,
+    heavy = heavy_patient(observations=args.observations, lean=args.lean,
                           newest_labs_days_ago=QUIET_LABS_DAYS_AGO if args.no_card else CARD_LABS_DAYS_AGO)
     body = json.dumps(order_select_request(heavy), separators=(",", ":")).encode()
     document = json.loads(body)
