@@ -576,7 +576,7 @@ class _Builder:
         if moment is None and date_of is not None and _date_value(raw) is not None:
             entry = build()
             if entry is None:
-                self.unreadable.append(Gap(category, "record-unreadable", _kind(raw)))
+                self.unreadable.append(Gap(category, "record-unreadable", _kind(raw), concepts=concepts))
                 return None
             moment, build = date_of(entry), partial(_given, entry)
         # A status outside its R4 value set is not known before validation (which rejects it):

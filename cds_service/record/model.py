@@ -128,6 +128,8 @@ class Gap:
     reaches_back_to: datetime | None = None
     # Causes value-unusable and record-unreadable: the date of that value or record (None: not known).
     value_date: datetime | None = None
+    # Cause record-unreadable: the value sets its code is in (what the record may have shown).
+    concepts: frozenset[str] = frozenset()
 
     @property
     def cause_text(self) -> str:
@@ -328,7 +330,9 @@ class LazyHistory:
         if slot[1] is self._NOT_BUILT:
             slot[1] = slot[0].build()
             if slot[1] is None:
-                self._unreadable.append(Gap(self._category, "record-unreadable", slot[0].kind, value_date=slot[0].moment))
+                self._unreadable.append(
+                    Gap(self._category, "record-unreadable", slot[0].kind, value_date=slot[0].moment, concepts=slot[0].concepts)
+                )
         if slot[1] is not None:
             yield slot[1]
 
@@ -454,6 +458,11 @@ class PatientRecord:
     def unavailable(self) -> frozenset[str]:
         """The DATA_CATEGORIES that did not all arrive (see `completeness` for why)."""
         return self.completeness.incomplete_categories
+
+    def unreadable_records(self) -> tuple[Gap, ...]:
+        """History records of a value set that could not be read, among those read so far (a
+        record-unreadable gap each): a check may have read an older record in place of one."""
+        return tuple(self._unreadable)
 
     def unusable_labs(self) -> tuple[LabResult, ...]:
         """Lab results read so far whose value could not be used (listed on data-unavailable);

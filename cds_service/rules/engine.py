@@ -12,8 +12,9 @@ that rests on something found is issued as usual; one that rests on an absence
 (`Finding.rests_on_absence`) in a data category the record cannot vouch for
 (`PatientRecord.settles_absence`) is not issued: the data-unavailable card lists its check with
 the cause instead. That card also names each incomplete category and its cause, each lab value
-that could not be used, and each order in focus that could not be read or identified; it is a
-warning when anything it lists could have been a critical card (seeds/topics.toml
+that could not be used, each history record a check reached but could not read (a check may have
+used an older one in its place), and each order in focus that could not be read or identified; it
+is a warning when anything it lists could have been a critical card (seeds/topics.toml
 `can_be_critical`), else info.
 """
 
@@ -179,6 +180,7 @@ def data_unavailable_finding(
     identified as one the rules check, so only the orders are reported."""
     can_be_critical = False
     parts = []
+    incomplete, unread_records = [], ()
     unreadable = [o for o in record.unreadable_orders if _order_kind(o) in ("denosumab", "follow-on", "unknown")]
     if unreadable:
         lines = []
@@ -246,6 +248,20 @@ def data_unavailable_finding(
                     kb.topics[t].can_be_critical and lab.analyte in kb.topics[t].valuesets for t in ran_topics
                 )
             parts.append("**Lab values that could not be used** (not read as normal):\n\n" + "\n".join(dict.fromkeys(lines)))
+        unread_records = record.unreadable_records()
+        if unread_records:
+            lines = []
+            for gap in unread_records:
+                names = " / ".join(sorted(kb.value_sets[c].title if c in kb.value_sets else c for c in gap.concepts))
+                when = fmt_date(gap.value_date) if gap.value_date else "date not readable"
+                lines.append(f"- {names} ({gap.where}, {when}).")
+                can_be_critical |= any(
+                    kb.topics[t].can_be_critical and gap.concepts & frozenset(kb.topics[t].valuesets) for t in ran_topics
+                )
+            parts.append(
+                "**Records that could not be read** (skipped, not read as normal: a check may have used an older "
+                "record in place of one of these):\n\n" + "\n".join(dict.fromkeys(lines))
+            )
         if failed_topics:
             checks = "\n".join(f"- {kb.topics[t].display}" for t in sorted(failed_topics))
             parts.append(f"**These checks could not be evaluated** (the service log has the details):\n\n{checks}")
@@ -256,6 +272,8 @@ def data_unavailable_finding(
         summary = "Denosumab safety checks not made: an order in this request could not be read or identified"
     elif dropped or undecided:
         summary = "Some denosumab safety checks could not be made: patient data incomplete or unreadable"
+    elif unread_records and not incomplete:
+        summary = "Denosumab safety checks made without some patient records: they could not be read"
     elif failed_topics and len(parts) == 1:
         summary = "Denosumab safety checks incomplete: some checks could not be evaluated"
     else:

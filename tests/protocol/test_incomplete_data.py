@@ -700,6 +700,53 @@ def test_a_calcium_result_that_cannot_be_read_and_is_older_than_the_window_leave
     assert got["calcium-monitoring"] == "warning"  # none readable in 30 days, and the unreadable one is older
 
 
+@pytest.mark.parametrize("unreadable", [
+    lambda calcium: calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]),
+    lambda calcium: calcium["valueQuantity"].update(value="six point nine"),
+    lambda calcium: calcium.update(status="resulted"),
+])
+def test_a_newer_calcium_that_cannot_be_read_is_named_not_passed_over_for_an_older_normal_one(make_app, unreadable):
+    """Yesterday's calcium (6.9 mg/dL) fails validation; the normal one of 15 days ago is read.
+    Neither card that rests on them may stay silent about the newer record: data-unavailable
+    names it, as a warning (a calcium can make the hypocalcemia card critical)."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    newer = copy.deepcopy(_baseline_calcium(request))
+    newer.update(id="ca-yesterday", effectiveDateTime=days_ago(1).isoformat())
+    newer["valueQuantity"]["value"] = 6.9
+    unreadable(newer)
+    request["prefetch"]["labResults"]["entry"].append({"resource": newer, "search": {"mode": "match"}})
+    request["prefetch"]["labResults"]["total"] = len(request["prefetch"]["labResults"]["entry"])
+    response = client.post(ORDER_SIGN, json=request)
+    got = indicators(response)
+    assert got == {"data-unavailable": "warning"}
+    card = cards_of(response)["data-unavailable"]
+    assert "could not be read" in card["summary"]
+    assert f"- Total calcium (serum/plasma or blood) (Observation, {days_ago(1).date().isoformat()})." in card["detail"]
+    assert response.headers["X-Skipped-Resources"] == "1"
+
+
+def test_a_pregnancy_diagnosis_that_cannot_be_read_is_named_as_a_warning(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    request = _with_pregnancy(baseline_request(), clinicalStatus={"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]})
+    request["prefetch"]["conditions"]["entry"][-1]["resource"]["onsetDateTime"] = "early this year"
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"data-unavailable": "warning"}
+    assert "- Pregnancy (Condition, date not readable)." in cards_of(response)["data-unavailable"]["detail"]
+
+
+def test_an_unreadable_record_only_non_critical_checks_read_gives_an_info_card(make_app):
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    (exam,) = [e["resource"] for e in request["prefetch"]["procedures"]["entry"]]
+    exam["status"] = "done"  # no code of the R4 event-status value set
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"data-unavailable": "info"}
+    detail = cards_of(response)["data-unavailable"]["detail"]
+    assert "- Dental examination (Procedure, 2026-08-15)." in detail
+    assert "a dental examination" in detail  # the dental-clearance check it leaves open
+
+
 @pytest.mark.parametrize("status", ["Final", "FINAL", " final "])
 def test_a_low_calcium_whose_status_spells_final_another_way_gives_the_critical_card(make_app, status):
     """'Final' is no R4 code (codes are lower case) but no reader would misread it: the low calcium
