@@ -523,6 +523,7 @@ class _Builder:
             original_text=original_text,
             reference_low=low,
             reference_high=high,
+            reference_range_unread=model.referenceRange is None and raw.get("referenceRange") is not None,
             interpretation=interpretation,
             qualitative=qualitative,
             codings=_codings(model.code),

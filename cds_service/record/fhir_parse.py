@@ -2,8 +2,9 @@
 
 Real clients send imperfect R4: the CDS Hooks sandbox sends `category` as one object instead of
 a list and drafts without `intent`; EHRs add fields of their own and write date-times without a
-time zone. Each such slip has one well-defined repair; anything else makes the resource invalid,
-and the caller skips that one resource (never the whole request).
+time zone. Each such slip has one well-defined repair, and an element the record can do without
+(an Observation's reference range) is dropped when it alone fails; anything else makes the
+resource invalid, and the caller skips that one resource (never the whole request).
 """
 
 from __future__ import annotations
@@ -159,11 +160,20 @@ def _container(data, loc):
     return node, loc[-1]
 
 
+# Elements a record is still worth reading without when they alone fail validation: an
+# Observation's reference range refines what its value means (seeds/thresholds.toml holds the
+# range the rules fall back on), it never makes the value. Dropped, not the whole result, so a
+# low calcium with a malformed range is still a low calcium (build.py says the range is unread).
+_DISPENSABLE_ELEMENTS = {"Observation": frozenset({"referenceRange"})}
+
+
 def _repair(data: dict, error: dict) -> bool:
     """Apply the one known repair for `error` in place; False when there is none."""
-    node, key = _container(data, error["loc"])
+    loc = error["loc"]
+    dispensable = bool(loc) and loc[0] in _DISPENSABLE_ELEMENTS.get(data.get("resourceType"), ())
+    node, key = _container(data, loc)
     if node is None:
-        return False
+        return dispensable and loc[0] not in data  # inside an element already dropped
     kind = error["type"]
     if kind == "list_type" and isinstance(node, dict) and key in node and isinstance(node[key], dict):
         node[key] = [node[key]]  # single object where R4 has an array (sandbox `category`)
@@ -176,6 +186,9 @@ def _repair(data: dict, error: dict) -> bool:
         # A date-time without zone: read it as UTC (a few hours cannot move any look-back window
         # by more than a day, and a date is better than dropping the lab).
         node[key] = value + (":00" if value.count(":") == 1 else "") + "+00:00"
+        return True
+    if dispensable:
+        del data[loc[0]]
         return True
     return False
 

@@ -197,6 +197,7 @@ class LabResult:
     original_text: str | None = None  # value and unit as the lab reported them, for card details
     reference_low: float | None = None  # canonical unit
     reference_high: float | None = None
+    reference_range_unread: bool = False  # the lab sent a reference range that could not be read
     interpretation: frozenset[str] = frozenset()  # interpretation codes (e.g. "L", "H", "POS", "NEG")
     qualitative: str | None = None  # "positive" | "negative" for presence tests
     codings: tuple[Coding, ...] = ()

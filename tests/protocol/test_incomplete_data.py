@@ -671,7 +671,7 @@ def _baseline_calcium(request: dict) -> dict:
 
 
 @pytest.mark.parametrize("unreadable", [
-    lambda calcium: calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]),  # not a decimal
+    lambda calcium: calcium.update(issued="the next morning"),  # not an instant
     lambda calcium: calcium["valueQuantity"].update(value="nine"),  # not a decimal
     lambda calcium: calcium.update(effectiveDateTime="2026-13-45"),  # no such date: it may be recent
     lambda calcium: calcium.update(status="resulted"),  # not an R4 ObservationStatus code, nor one misspelt
@@ -695,14 +695,29 @@ def test_a_calcium_result_that_cannot_be_read_and_is_older_than_the_window_leave
     client = make_app(as_of=AS_OF).test_client()
     request = baseline_request()
     calcium = _baseline_calcium(request)
-    calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}], effectiveDateTime="2026-08-03T08:05:00-05:00")
+    calcium.update(issued="the next morning", effectiveDateTime="2026-08-03T08:05:00-05:00")
     got = indicators(client.post(ORDER_SIGN, json=request))
     assert got["calcium-monitoring"] == "warning"  # none readable in 30 days, and the unreadable one is older
 
 
+def test_a_low_calcium_whose_reference_range_cannot_be_read_is_still_low(make_app):
+    """The range is dropped, not the result: the catalog's limits stand in, and the card says so."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    calcium = _baseline_calcium(request)
+    calcium["valueQuantity"]["value"] = 6.9
+    calcium["referenceRange"] = [{"low": {"value": "8.6 mg/dL"}, "high": {"value": 10.2, "unit": "mg/dL"}}, {"text": 5}]
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"hypocalcemia": "critical"}
+    assert "(the lab's own reference range could not be read)" in cards_of(response)["hypocalcemia"]["detail"]
+    assert "X-Skipped-Resources" not in response.headers
+
+
 @pytest.mark.parametrize("unreadable", [
-    lambda calcium: calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]),
+    lambda calcium: calcium.update(issued="the next morning"),
     lambda calcium: calcium["valueQuantity"].update(value="six point nine"),
+    # a range that can be done without does not save a result whose value fails too
+    lambda calcium: (calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]), calcium["valueQuantity"].update(value="6,9")),
     lambda calcium: calcium.update(status="resulted"),
 ])
 def test_a_newer_calcium_that_cannot_be_read_is_named_not_passed_over_for_an_older_normal_one(make_app, unreadable):

@@ -118,6 +118,9 @@ def _fixed(ctx: RuleContext, lab: LabResult, which: str) -> tuple[float, str]:
     return value, text
 
 
+_RANGE_UNREAD = " (the lab's own reference range could not be read)"
+
+
 def _reference_text(lab: LabResult, bound: float) -> str:
     reported_molar = (lab.original_text or "").split()[-1:] == [_MOLAR_UNIT]
     if reported_molar:
@@ -136,6 +139,9 @@ def calcium_reading(ctx: RuleContext, lab: LabResult, *, corrected: bool = True)
         lower, lower_text = lab.reference_low, _reference_text(lab, lab.reference_low)
     if lab.reference_high is not None:
         upper, upper_text = lab.reference_high, _reference_text(lab, lab.reference_high)
+    if lab.reference_range_unread:
+        lower_text += _RANGE_UNREAD
+        upper_text += _RANGE_UNREAD
     albumin = low_albumin_paired_with(ctx, lab) if corrected and lab.analyte == "calcium-total" else None
     value = lab.value
     if albumin is not None:
