@@ -254,8 +254,8 @@ class ConditionEntry:
     recorded: datetime | None = None
     categories: frozenset[str] = frozenset()  # problem-list-item | encounter-diagnosis | health-concern
     codings: tuple[Coding, ...] = ()
-    # clinicalStatus / verificationStatus when coded outside their R4 value sets ("Active",
-    # SNOMED only): read as not recorded, and said so on the card.
+    # clinicalStatus / verificationStatus when coded outside their R4 value sets (SNOMED only, a
+    # local code): read as not recorded, and said so on the card.
     unread_statuses: tuple[str, ...] = ()
 
 
