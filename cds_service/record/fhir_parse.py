@@ -3,8 +3,9 @@
 Real clients send imperfect R4: the CDS Hooks sandbox sends `category` as one object instead of
 a list and drafts without `intent`; EHRs add fields of their own and write date-times without a
 time zone. Each such slip has one well-defined repair, and an element the record can do without
-(an Observation's reference range) is dropped when it alone fails; anything else makes the
-resource invalid, and the caller skips that one resource (never the whole request).
+(an Observation's reference range, or its `issued` beside an effective date) is dropped when it
+alone fails; anything else makes the resource invalid, and the caller skips that one resource
+(never the whole request).
 """
 
 from __future__ import annotations
@@ -160,17 +161,25 @@ def _container(data, loc):
     return node, loc[-1]
 
 
-# Elements a record is still worth reading without when they alone fail validation: an
-# Observation's reference range refines what its value means (seeds/thresholds.toml holds the
-# range the rules fall back on), it never makes the value. Dropped, not the whole result, so a
-# low calcium with a malformed range is still a low calcium (build.py says the range is unread).
-_DISPENSABLE_ELEMENTS = {"Observation": frozenset({"referenceRange"})}
+# Elements a record is still worth reading without when they alone fail validation, each with
+# the elements that must be present for that (none: always). An Observation's reference range
+# refines what its value means (seeds/thresholds.toml holds the range the rules fall back on), it
+# never makes the value; its `issued` (an instant, often sent as a bare date) is its date only
+# when it has no effective[x]. Dropped, not the whole result, so a low calcium with a malformed
+# range is still a low calcium (build.py says the range is unread).
+_DISPENSABLE_ELEMENTS = {
+    "Observation": {
+        "referenceRange": (),
+        "issued": ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
+    },
+}
 
 
 def _repair(data: dict, error: dict) -> bool:
     """Apply the one known repair for `error` in place; False when there is none."""
     loc = error["loc"]
-    dispensable = bool(loc) and loc[0] in _DISPENSABLE_ELEMENTS.get(data.get("resourceType"), ())
+    needs = _DISPENSABLE_ELEMENTS.get(data.get("resourceType"), {}).get(loc[0]) if loc else None
+    dispensable = needs is not None and (not needs or any(name in data for name in needs))
     node, key = _container(data, loc)
     if node is None:
         return dispensable and loc[0] not in data  # inside an element already dropped

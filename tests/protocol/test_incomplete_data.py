@@ -671,7 +671,7 @@ def _baseline_calcium(request: dict) -> dict:
 
 
 @pytest.mark.parametrize("unreadable", [
-    lambda calcium: calcium.update(issued="the next morning"),  # not an instant
+    lambda calcium: calcium.update(interpretation=[{"coding": [{"code": 7}]}]),  # a number where a code belongs
     lambda calcium: calcium["valueQuantity"].update(value="nine"),  # not a decimal
     lambda calcium: calcium.update(effectiveDateTime="2026-13-45"),  # no such date: it may be recent
     lambda calcium: calcium.update(status="resulted"),  # not an R4 ObservationStatus code, nor one misspelt
@@ -695,9 +695,27 @@ def test_a_calcium_result_that_cannot_be_read_and_is_older_than_the_window_leave
     client = make_app(as_of=AS_OF).test_client()
     request = baseline_request()
     calcium = _baseline_calcium(request)
-    calcium.update(issued="the next morning", effectiveDateTime="2026-08-03T08:05:00-05:00")
+    calcium.update(interpretation=[{"coding": [{"code": 7}]}], effectiveDateTime="2026-08-03T08:05:00-05:00")
     got = indicators(client.post(ORDER_SIGN, json=request))
     assert got["calcium-monitoring"] == "warning"  # none readable in 30 days, and the unreadable one is older
+
+
+@pytest.mark.parametrize("issued", ["2026-11-20", "the next morning"])
+def test_a_low_calcium_whose_issued_cannot_be_read_is_still_low_when_it_has_an_effective_date(make_app, issued):
+    """`issued` is an instant; a bare date there is a common slip. The result is dated by its
+    effective[x], so it is read without `issued`; with no effective[x], `issued` is its date and
+    the result cannot be read (named on data-unavailable)."""
+    client = make_app(as_of=AS_OF).test_client()
+    request = baseline_request()
+    calcium = _baseline_calcium(request)
+    calcium.update(issued=issued)
+    calcium["valueQuantity"]["value"] = 6.9
+    response = client.post(ORDER_SIGN, json=request)
+    assert indicators(response) == {"hypocalcemia": "critical"}
+    del calcium["effectiveDateTime"]
+    response = client.post(ORDER_SIGN, json=request)
+    assert "hypocalcemia" not in indicators(response)
+    assert "- Total calcium (serum/plasma or blood) (Observation" in cards_of(response)["data-unavailable"]["detail"]
 
 
 def test_a_low_calcium_whose_reference_range_cannot_be_read_is_still_low(make_app):
@@ -714,7 +732,7 @@ def test_a_low_calcium_whose_reference_range_cannot_be_read_is_still_low(make_ap
 
 
 @pytest.mark.parametrize("unreadable", [
-    lambda calcium: calcium.update(issued="the next morning"),
+    lambda calcium: calcium.update(interpretation=[{"coding": [{"code": 7}]}]),
     lambda calcium: calcium["valueQuantity"].update(value="six point nine"),
     # a range that can be done without does not save a result whose value fails too
     lambda calcium: (calcium.update(referenceRange=[{"low": {"value": "8.6 mg/dL"}}]), calcium["valueQuantity"].update(value="6,9")),
