@@ -74,6 +74,10 @@ SYSTEM_ALIASES: Mapping[str, str] = MappingProxyType(
         "urn:oid:2.16.840.1.113883.6.12": CPT,
         "urn:oid:2.16.840.1.113883.6.285": HCPCS_CMS,
         "urn:oid:2.16.840.1.113883.6.13": CDT_ADA,
+        # FHIR's own code systems of a Condition's statuses (record/fhir_parse.R4_CODED_STATUSES),
+        # under the URLs STU3 gave them: the same codes
+        "http://hl7.org/fhir/condition-clinical": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+        "http://hl7.org/fhir/condition-ver-status": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
     }
 )
 

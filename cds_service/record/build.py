@@ -169,7 +169,7 @@ def _codings(codeable) -> tuple[Coding, ...]:
 def _coded_status(element: str, codeable, unread: list[str]) -> str | None:
     """A Condition's coded status; None, with `element` added to `unread`, when it is coded but
     with no code of its R4 value set (read as not recorded: the condition itself still counts)."""
-    pairs = [(c.system, c.code) for c in codeable.coding or ()] if codeable is not None else []
+    pairs = [(canonical_system(c.system), c.code) for c in codeable.coding or ()] if codeable is not None else []
     try:
         return r4_coded_status("Condition", element, pairs)
     except UnknownCodedStatus:

@@ -111,19 +111,19 @@ def _as_code(text) -> str | None:
 
 
 # Statuses coded as a CodeableConcept (Condition, bound to the R4 (4.0.1) value sets
-# condition-clinical and condition-ver-status) are read from a coding of that code system (or of
-# its STU3 URL, same codes, or of no system) with a code of the value set, spelled as for `status`;
-# other codings beside it (a SNOMED "Active") are ignored. Codings with none such (SNOMED only, a
-# local code) leave the status unread; the resource is still read, so the condition it records
-# is never lost (build.py).
+# condition-clinical and condition-ver-status) are read from a coding of that code system (its
+# system URI canonical, knowledge.canonical_system: "" when it has none) with a code of the value
+# set, spelled as for `status`; other codings beside it (a SNOMED "Active") are ignored. Codings
+# with none such (SNOMED only, a local code) leave the status unread; the resource is still read,
+# so the condition it records is never lost (build.py).
 R4_CODED_STATUSES = {
     "Condition": {
         "clinicalStatus": (
-            frozenset({"http://terminology.hl7.org/CodeSystem/condition-clinical", "http://hl7.org/fhir/condition-clinical", None}),
+            frozenset({"http://terminology.hl7.org/CodeSystem/condition-clinical", ""}),
             frozenset({"active", "recurrence", "relapse", "inactive", "remission", "resolved"}),
         ),
         "verificationStatus": (
-            frozenset({"http://terminology.hl7.org/CodeSystem/condition-ver-status", "http://hl7.org/fhir/condition-ver-status", None}),
+            frozenset({"http://terminology.hl7.org/CodeSystem/condition-ver-status", ""}),
             frozenset({"unconfirmed", "provisional", "differential", "confirmed", "refuted", "entered-in-error"}),
         ),
     },
@@ -136,8 +136,8 @@ class UnknownCodedStatus(ValueError):
 
 def r4_coded_status(resource_type: str, element: str, codings) -> str | None:
     """The code of `element` (a coded status of `resource_type`) from its R4 value set, given its
-    codings as (system, code) pairs; None when no coding has a code (text only, or absent). Raises
-    UnknownCodedStatus when codings have codes but none is one of the value set."""
+    codings as (canonical system, code) pairs; None when no coding has a code (text only, or
+    absent). Raises UnknownCodedStatus when codings have codes but none is one of the value set."""
     systems, codes = R4_CODED_STATUSES[resource_type][element]
     coded = [(s, c) for s, c in codings if c]
     for coding_system, code in coded:

@@ -157,6 +157,15 @@ def _order_kind(order: UnreadableOrder) -> str:
     return "unknown" if not order.concepts else "other"
 
 
+def _title(kb: Knowledge, value_set: str) -> str:
+    return kb.value_sets[value_set].title if value_set in kb.value_sets else value_set
+
+
+def _read_by_a_critical_check(kb: Knowledge, ran_topics: set[str], value_sets) -> bool:
+    """Whether a check that ran and can give a critical card reads any of `value_sets`."""
+    return any(kb.topics[t].can_be_critical and not set(value_sets).isdisjoint(kb.topics[t].valuesets) for t in ran_topics)
+
+
 def _gap_line(gap: Gap) -> str:
     text = gap.cause_text
     if gap.reaches_back_to is not None and gap.cause != "value-unusable":
@@ -242,22 +251,17 @@ def data_unavailable_finding(
         if unusable:
             lines = []
             for lab in unusable:
-                name = kb.value_sets[lab.analyte].title if lab.analyte in kb.value_sets else lab.analyte
-                lines.append(f"- {name} on {fmt_date(lab.effective)}: {lab.reading}.")
-                can_be_critical |= any(
-                    kb.topics[t].can_be_critical and lab.analyte in kb.topics[t].valuesets for t in ran_topics
-                )
+                lines.append(f"- {_title(kb, lab.analyte)} on {fmt_date(lab.effective)}: {lab.reading}.")
+                can_be_critical |= _read_by_a_critical_check(kb, ran_topics, {lab.analyte})
             parts.append("**Lab values that could not be used** (not read as normal):\n\n" + "\n".join(dict.fromkeys(lines)))
         unread_records = record.unreadable_records()
         if unread_records:
             lines = []
             for gap in unread_records:
-                names = " / ".join(sorted(kb.value_sets[c].title if c in kb.value_sets else c for c in gap.concepts))
+                names = " / ".join(sorted(_title(kb, c) for c in gap.concepts))
                 when = fmt_date(gap.value_date) if gap.value_date else "date not readable"
                 lines.append(f"- {names} ({gap.where}, {when}).")
-                can_be_critical |= any(
-                    kb.topics[t].can_be_critical and gap.concepts & frozenset(kb.topics[t].valuesets) for t in ran_topics
-                )
+                can_be_critical |= _read_by_a_critical_check(kb, ran_topics, gap.concepts)
             parts.append(
                 "**Records that could not be read** (skipped, not read as normal: a check may have used an older "
                 "record in place of one of these):\n\n" + "\n".join(dict.fromkeys(lines))

@@ -728,6 +728,7 @@ def test_a_low_calcium_whose_reference_range_cannot_be_read_is_still_low(make_ap
     response = client.post(ORDER_SIGN, json=request)
     assert indicators(response) == {"hypocalcemia": "critical"}
     assert "(the lab's own reference range could not be read)" in cards_of(response)["hypocalcemia"]["detail"]
+    assert "below the lower limit of 8.5 mg/dL (2.12 mmol/L)" in cards_of(response)["hypocalcemia"]["detail"]
     assert "X-Skipped-Resources" not in response.headers
 
 
@@ -853,6 +854,9 @@ def test_a_refuted_pregnancy_is_refuted_even_when_another_coding_comes_first(mak
     statuses = {"clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": "active"}]},
                 "verificationStatus": {"coding": [{"system": "http://snomed.info/sct", "code": "410605003", "display": "Confirmed present"},
                                                   {"system": CONDITION_VER_STATUS, "code": "refuted"}]}}
+    confirmed = copy.deepcopy(statuses)
+    confirmed["verificationStatus"]["coding"][1]["code"] = "confirmed"
+    assert indicators(client.post(ORDER_SIGN, json=_with_pregnancy(baseline_request(), **confirmed)))["pregnancy"] == "critical"
     response = client.post(ORDER_SIGN, json=_with_pregnancy(baseline_request(), **statuses))
     assert "pregnancy" not in indicators(response)
 
